@@ -1,0 +1,236 @@
+"""Where rows come from: local files, folders and globs, or a Hub dataset (`hf:ID`).
+
+Every source yields chunks of records `(line, obj, raw)`: `line` is 1-based (the row number for
+non-line formats), `obj` the parsed value or an `InvalidJson`, `raw` the row's text for `rejects`.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from ..errors import CurateError
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+CHUNK = 20_000
+
+
+@dataclass
+class InvalidJson:
+    error: str
+
+
+@dataclass
+class Source:
+    name: str  # as stored in pairs.source / rejects.source
+    path: Path | None = None
+    hub_id: str | None = None
+    subset: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    sha256: str | None = None  # filled while reading
+    size: int | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.hub_id is not None:
+            return "hf"
+        name = self.path.name
+        if name.endswith((".jsonl", ".jsonl.gz")):
+            return "jsonl"
+        if name.endswith((".json", ".json.gz")):
+            return "json"
+        return "parquet"
+
+
+def _default_subset_split(path: Path) -> tuple[str, str]:
+    # HH-RLHF's layout is <subset>/<split>.jsonl.gz
+    return path.parent.name, path.name.split(".")[0]
+
+
+def expand(inputs: list[str], subset: str | None, split: str | None, revision: str | None) -> list[Source]:
+    """Resolve files, folders, globs and hf:IDs into sources, in a stable order."""
+    sources: list[Source] = []
+    seen: set = set()  # a file named twice (or by a folder and a glob) is read once
+    for item in inputs:
+        if item.startswith("hf:"):
+            sources.append(Source(item, hub_id=item[3:], subset=subset, split=split or "train", revision=revision))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
+            if not matches:
+                raise CurateError(f"{item}: the folder has no {', '.join(SUFFIXES)} files.")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise CurateError(f"{item}: the pattern matches no files.")
+        else:
+            raise CurateError(f"{item}: no such file or folder (for a Hub dataset write hf:ID).")
+        for p in matches:
+            if not p.name.endswith(SUFFIXES):
+                raise CurateError(f"{p}: unsupported file type; expected one of {', '.join(SUFFIXES)}.")
+            if p.resolve() in seen:
+                continue
+            seen.add(p.resolve())
+            d_subset, d_split = _default_subset_split(p)
+            sources.append(Source(str(p), path=p, subset=subset or d_subset, split=split or d_split))
+    return sources
+
+
+def estimated_bytes(source: Source) -> int | None:
+    """Uncompressed size, for the progress bar (gzip's trailer holds it modulo 4 GiB)."""
+    if source.path is None:
+        return None
+    size = source.path.stat().st_size
+    if source.path.name.endswith(".gz") and size >= 4:
+        with open(source.path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little") or None
+    return size
+
+
+def read(source: Source, on_bytes=None) -> Iterator[list[tuple[int, Any, str | None]]]:
+    """Chunks of (line, obj | InvalidJson, raw) records; fills source.sha256 of the file's bytes."""
+    kind = source.kind
+    if kind == "hf":
+        yield from _read_hub(source)
+    elif kind == "parquet":
+        yield from _read_parquet(source)
+    elif kind == "json":
+        yield from _read_json_array(source)
+    else:
+        yield from _read_jsonl(source, on_bytes)
+
+
+def _hashing_reader(source: Source):
+    digest = hashlib.sha256()
+    fh = open(source.path, "rb")
+    source.size = source.path.stat().st_size
+
+    class Tee:
+        def read(self, n=-1):
+            b = fh.read(n)
+            digest.update(b)
+            return b
+
+        def close(self):
+            fh.close()
+
+    return Tee(), digest
+
+
+def _read_jsonl(source: Source, on_bytes=None):
+    raw_fh, digest = _hashing_reader(source)
+    fh = gzip.GzipFile(fileobj=raw_fh) if source.path.name.endswith(".gz") else raw_fh
+    loads = orjson.loads
+    buf = b""
+    line_no = 0
+    try:
+        while True:
+            block = fh.read(1 << 24)
+            if not block:
+                break
+            if on_bytes:
+                on_bytes(len(block))
+            lines = (buf + block).split(b"\n")
+            buf = lines.pop()
+            chunk = []
+            for raw in lines:
+                line_no += 1
+                if not raw.strip():
+                    continue  # blank lines are layout, not rows
+                try:
+                    obj = loads(raw)
+                except orjson.JSONDecodeError as e:
+                    obj = InvalidJson(str(e))
+                chunk.append((line_no, obj, raw))
+                if len(chunk) >= CHUNK:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+        if buf.strip():
+            line_no += 1
+            try:
+                obj = loads(buf)
+            except orjson.JSONDecodeError as e:
+                obj = InvalidJson(str(e))
+            yield [(line_no, obj, buf)]
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise CurateError(f"{source.name}: cannot read the file after line {line_no} ({e}).") from None
+    finally:
+        raw_fh.close()
+    source.sha256 = digest.hexdigest()
+
+
+def _read_json_array(source: Source):
+    raw_fh, digest = _hashing_reader(source)
+    fh = gzip.GzipFile(fileobj=raw_fh) if source.path.name.endswith(".gz") else raw_fh
+    try:
+        data = orjson.loads(fh.read())
+    except orjson.JSONDecodeError as e:
+        raise CurateError(f"{source.name}: not valid JSON ({e}). A .json file holds one array of rows; "
+                          "for one row per line name the file .jsonl.") from None
+    finally:
+        raw_fh.close()
+    source.sha256 = digest.hexdigest()
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise CurateError(f"{source.name}: expected a JSON array of rows (or an object holding one array).")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise CurateError(f"{source.name}: expected a JSON array of rows, found a {type(data).__name__}.")
+    for start in range(0, len(data), CHUNK):
+        yield [(start + i + 1, obj, None) for i, obj in enumerate(data[start : start + CHUNK])]
+
+
+def _read_parquet(source: Source):
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    with open(source.path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    source.sha256 = digest.hexdigest()
+    source.size = source.path.stat().st_size
+    try:
+        pf = pq.ParquetFile(source.path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise CurateError(f"{source.name}: not a readable Parquet file ({e}).") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=CHUNK):
+        rows = batch.to_pylist()
+        yield [(row + i + 1, obj, None) for i, obj in enumerate(rows)]
+        row += len(rows)
+
+
+def _read_hub(source: Source):
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise CurateError("Reading hf:ID needs the `datasets` package: pip install 'curate[hub]'.") from None
+    try:
+        ds = load_dataset(source.hub_id, data_dir=source.subset, split=source.split, revision=source.revision)
+    except Exception as e:  # datasets raises many types (network, missing split, ...)
+        raise CurateError(
+            f"{source.name}: could not load the dataset (data_dir={source.subset!r}, split={source.split!r}, "
+            f"revision={source.revision!r}): {type(e).__name__}: {e}"
+        ) from None
+    source.sha256 = getattr(ds, "_fingerprint", None)
+    source.size = len(ds)
+    for start in range(0, len(ds), CHUNK):
+        rows = ds[start : start + CHUNK]
+        keys = list(rows)
+        n = len(rows[keys[0]]) if keys else 0
+        yield [(start + i + 1, {k: rows[k][i] for k in keys}, None) for i in range(n)]

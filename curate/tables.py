@@ -1,0 +1,163 @@
+"""The table contract (shared/DESIGN.md): names and columns users' SQL relies on.
+
+Each table is a view in the DuckDB catalog over Parquet files in the workspace. The column
+lists here are the single source of truth for `curate tables`, for the typed empty views a
+fresh workspace starts with, and for the schema every writer casts its rows to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # DuckDB type
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    grain: str
+    columns: tuple[Column, ...]
+    issue: str = ""  # which step fills it
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+C = Column
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "pairs",
+            "preference pair",
+            (
+                C("pair_id", "VARCHAR", "content hash of the normalised prompt, chosen and rejected (32 hex)"),
+                C("prompt", "VARCHAR", "shared transcript up to and including the final '\\n\\nAssistant:'"),
+                C("chosen", "VARCHAR", "preferred final response (prompt || chosen = chosen_full)"),
+                C("rejected", "VARCHAR", "unfavored final response"),
+                C("chosen_full", "VARCHAR", "original chosen transcript, where the source had one"),
+                C("rejected_full", "VARCHAR", "original rejected transcript, where the source had one"),
+                C("source", "VARCHAR", "input file path or hf:ID"),
+                C("subset", "VARCHAR", "source subset (HH-RLHF data_dir, e.g. harmless-base)"),
+                C("split", "VARCHAR", "source split (train/test)"),
+                C("source_row", "BIGINT", "0-based row of the pair in its source"),
+                C("role", "VARCHAR", "'sft' or 'pref' (assigned from pair_id and --seed)"),
+                C("flags", "VARCHAR[]", "diverged_early, empty_response, identical_responses"),
+                C("format", "VARCHAR", "input format: hh, explicit or conversational"),
+                C("ingest_id", "VARCHAR", "ingest step that added the row (manifests/ingest-<id>.json)"),
+            ),
+            "ingest",
+        ),
+        Table(
+            "rejects",
+            "input row not ingested",
+            (
+                C("source", "VARCHAR", "input file path or hf:ID"),
+                C("line", "BIGINT", "1-based line (row for non-line formats)"),
+                C("reason", "VARCHAR", "stable reason code, e.g. invalid_json, missing_field:chosen"),
+                C("detail", "VARCHAR", "human-readable explanation"),
+                C("raw", "VARCHAR", "the raw input text of the row"),
+                C("ingest_id", "VARCHAR", "ingest step that rejected the row"),
+            ),
+            "ingest",
+        ),
+        Table(
+            "generations",
+            "policy sample",
+            (
+                C("branch", "VARCHAR", "FRFT branch ('main' for plain commands)"),
+                C("iteration", "INTEGER", "FRFT iteration (1-based)"),
+                C("pair_id", "VARCHAR", "pair whose prompt was sampled"),
+                C("sample", "INTEGER", "sample index for the prompt (0-based)"),
+                C("text", "VARCHAR", "the policy's response"),
+                C("policy", "VARCHAR", "policy name or checkpoint hash"),
+                C("params", "VARCHAR", "sampling parameters as JSON"),
+            ),
+            "generations import / generate",
+        ),
+        Table(
+            "embeddings",
+            "(text, model)",
+            (
+                C("text_hash", "VARCHAR", "hash of the exact text"),
+                C("model_id", "VARCHAR", "embedding model identity"),
+                C("vector", "FLOAT[]", "normalised embedding (fixed size per model)"),
+            ),
+            "embed",
+        ),
+        Table(
+            "similarities",
+            "scored pair",
+            (
+                C("branch", "VARCHAR", "FRFT branch"),
+                C("iteration", "INTEGER", "FRFT iteration"),
+                C("pair_id", "VARCHAR", "scored pair"),
+                C("model_id", "VARCHAR", "embedding model identity"),
+                C("pos_sim", "DOUBLE", "cos(chosen, generation), mean over samples"),
+                C("neg_sim", "DOUBLE", "cos(rejected, generation), mean over samples"),
+                C("pos_sim_max", "DOUBLE", "max over samples"),
+                C("neg_sim_max", "DOUBLE", "max over samples"),
+                C("n_samples", "INTEGER", "samples scored"),
+            ),
+            "score",
+        ),
+        Table(
+            "subsets",
+            "selection",
+            (
+                C("subset_id", "VARCHAR", "id of the selection"),
+                C("name", "VARCHAR", "user-facing name"),
+                C("strategy", "VARCHAR", "filter strategy"),
+                C("branch", "VARCHAR", "FRFT branch"),
+                C("iteration", "INTEGER", "FRFT iteration"),
+                C("params", "VARCHAR", "bound parameters as JSON"),
+                C("sql_sha256", "VARCHAR", "hash of the filter's SQL text"),
+                C("counts", "VARCHAR", "counts as JSON"),
+                C("created_at", "TIMESTAMP", "creation time (UTC)"),
+            ),
+            "filter",
+        ),
+        Table(
+            "subset_pairs",
+            "pair in a selection",
+            (
+                C("subset_id", "VARCHAR", "selection"),
+                C("pair_id", "VARCHAR", "selected pair"),
+                C("rank", "INTEGER", "rank within the selection"),
+                C("score", "DOUBLE", "score the filter ranked by"),
+                C("picked_by", "VARCHAR", "which rule picked it (e.g. pos or neg half)"),
+            ),
+            "filter",
+        ),
+        Table(
+            "runs",
+            "step of a run",
+            (
+                C("run_id", "VARCHAR", "run"),
+                C("step", "VARCHAR", "step name"),
+                C("branch", "VARCHAR", "FRFT branch"),
+                C("iteration", "INTEGER", "FRFT iteration"),
+                C("status", "VARCHAR", "running, done, failed"),
+                C("inputs", "VARCHAR", "inputs as JSON"),
+                C("outputs", "VARCHAR", "outputs as JSON"),
+                C("config_sha256", "VARCHAR", "hash of the resolved config"),
+                C("started_at", "TIMESTAMP", "start (UTC)"),
+                C("finished_at", "TIMESTAMP", "end (UTC)"),
+            ),
+            "run",
+        ),
+    )
+}
+
+
+def empty_select(table: Table) -> str:
+    """A typed, empty SELECT for a table with no files yet, so users' SQL works from day one."""
+    cols = ", ".join(f"CAST(NULL AS {c.type}) AS {c.name}" for c in table.columns)
+    return f"SELECT {cols} WHERE false"

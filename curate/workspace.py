@@ -1,0 +1,437 @@
+"""The workspace: Parquet files as the source of truth, a DuckDB catalog of views over them.
+
+Layout (documented in the README):
+
+    <workspace>/
+      state.json          which Parquet files are live, per table (the atomic commit point)
+      curate.duckdb       DuckDB catalog: one view per table over its live files
+      tables/<table>/*.parquet
+      manifests/*.json    provenance of every step (inputs, hashes, options, versions)
+      .lock               held by the process that is writing
+
+A write stages new Parquet files (temporary name, then renamed), then replaces state.json in one
+rename, then refreshes the catalog. A killed step leaves the previous state readable; its staged
+files are unreferenced and are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import CurateError, WorkspaceBusy
+from .tables import TABLES, empty_select
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+STATE_VERSION = 1
+TRASH_GRACE_S = 600  # removed files stay on disk this long for readers that loaded the old state
+DEFAULT_WORKSPACE = "workspace"
+
+
+def resolve_root(path: str | os.PathLike | None) -> Path:
+    if path is None:
+        path = os.environ.get("CURATE_WORKSPACE") or DEFAULT_WORKSPACE
+    return Path(path).expanduser().resolve()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_id() -> str:
+    """Sortable, unique id for steps and files: UTC time plus randomness."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+class Workspace:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = resolve_root(root)
+        self.state_path = self.root / "state.json"
+        self.catalog_path = self.root / "curate.duckdb"
+        self.tables_dir = self.root / "tables"
+        self.manifests_dir = self.root / "manifests"
+        self.lock_path = self.root / ".lock"
+        self._lock_fh = None
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return self.state_path.exists()
+
+    def init(self) -> "Workspace":
+        for d in (self.root, self.tables_dir, self.manifests_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if not self.state_path.exists():
+            atomic_write_text(self.state_path, json.dumps(self._empty_state(), indent=1))
+        return self
+
+    def require(self) -> "Workspace":
+        if not self.exists:
+            raise CurateError(
+                f"No curate workspace at {self.root}. Create one with `curate ingest FILE` "
+                "(or point --workspace / CURATE_WORKSPACE at an existing one)."
+            )
+        return self
+
+    @staticmethod
+    def _empty_state() -> dict:
+        return {"version": STATE_VERSION, "generation": 0, "tables": {}, "trash": []}
+
+    def state(self) -> dict:
+        if not self.state_path.exists():
+            return self._empty_state()
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CurateError(f"{self.state_path} is not valid JSON ({e}); the workspace is damaged.") from e
+
+    def files(self, table: str, state: dict | None = None) -> list[Path]:
+        state = state if state is not None else self.state()
+        return [self.tables_dir / rel for rel in state["tables"].get(table, [])]
+
+    # -- locking -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command: str | None = None) -> Iterator["Workspace"]:
+        """Hold the workspace's write lock; a second writer gets a clear message, not corruption."""
+        if self._lock_fh is not None:  # re-entrant within one process
+            yield self
+            return
+        self.init()
+        fh = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "{}"
+            fh.close()
+            try:
+                info = json.loads(holder)
+            except json.JSONDecodeError:
+                info = {}
+            who = f"pid {info.get('pid', '?')}: `{info.get('command', '?')}` since {info.get('since', '?')}"
+            raise WorkspaceBusy(
+                f"Workspace {self.root} is in use by another curate process ({who}). "
+                "Wait for it to finish, or use another --workspace."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "command": command or " ".join(sys.argv), "since": utcnow()}))
+        fh.flush()
+        self._lock_fh = fh
+        try:
+            self._collect_garbage()
+            yield self
+        finally:
+            self._lock_fh = None
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    def _collect_garbage(self) -> None:
+        """Remove files no state references: staged files of a killed step, expired trash."""
+        state = self.state()
+        live = {rel for files in state["tables"].values() for rel in files}
+        now = time.time()
+        keep_trash = [t for t in state.get("trash", []) if now - t["removed_at"] < TRASH_GRACE_S]
+        protected = live | {t["path"] for t in keep_trash}
+        if self.tables_dir.exists():
+            for path in self.tables_dir.rglob("*"):
+                if path.is_file() and path.relative_to(self.tables_dir).as_posix() not in protected:
+                    path.unlink(missing_ok=True)
+        if len(keep_trash) != len(state.get("trash", [])):
+            state["trash"] = keep_trash
+            atomic_write_text(self.state_path, json.dumps(state, indent=1))
+
+    # -- writing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self, command: str | None = None) -> Iterator["Transaction"]:
+        """Stage files, then commit them all at once; on any exception nothing becomes visible."""
+        with self.lock(command):
+            tx = Transaction(self)
+            try:
+                yield tx
+            except BaseException:
+                tx.abort()
+                raise
+            tx.commit()
+
+    def write_manifest(self, kind: str, step_id: str, payload: dict) -> Path:
+        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+        path = self.manifests_dir / f"{kind}-{step_id}.json"
+        atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+        return path
+
+    def manifests(self, kind: str) -> list[dict]:
+        out = []
+        for path in sorted(self.manifests_dir.glob(f"{kind}-*.json")):
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        return out
+
+    # -- reading -------------------------------------------------------------------------
+    def view_sql(self, table: str, state: dict) -> str:
+        files = self.files(table, state)
+        if not files:
+            return empty_select(TABLES[table]) if table in TABLES else "SELECT NULL WHERE false"
+        quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        return f"SELECT * FROM read_parquet([{quoted}], union_by_name = true)"
+
+    def _table_names(self, state: dict) -> list[str]:
+        return list(TABLES) + [t for t in state["tables"] if t not in TABLES]
+
+    def _create_views(self, con: "duckdb.DuckDBPyConnection", state: dict) -> None:
+        for table in self._table_names(state):
+            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {self.view_sql(table, state)}')
+
+    def refresh_catalog(self, state: dict | None = None) -> bool:
+        """Rewrite the catalog's views; False (and the data stays readable) if the file is busy."""
+        import duckdb
+
+        state = state if state is not None else self.state()
+        try:
+            con = duckdb.connect(str(self.catalog_path))
+        except duckdb.Error:
+            return False
+        try:
+            self._create_views(con, state)
+            con.execute("CREATE TABLE IF NOT EXISTS _curate_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            con.execute(
+                "INSERT OR REPLACE INTO _curate_meta VALUES ('generation', ?), ('root', ?)",
+                [str(state["generation"]), str(self.root)],
+            )
+        finally:
+            con.close()
+        return True
+
+    def _catalog_fresh(self, con: "duckdb.DuckDBPyConnection", state: dict) -> bool:
+        try:
+            meta = dict(con.execute("SELECT key, value FROM _curate_meta").fetchall())
+        except Exception:
+            return False
+        return meta.get("generation") == str(state["generation"]) and meta.get("root") == str(self.root)
+
+    def connect(self, write: bool = False) -> "duckdb.DuckDBPyConnection":
+        """A DuckDB connection whose views show the current state.
+
+        Read-only by default: the catalog file opened read-only (so users' own tables made with
+        `curate sql --write` are visible), or, when that file is stale or busy, an in-memory
+        database with the same views. With write=True the caller must hold the lock.
+        """
+        import duckdb
+
+        self.require()
+        state = self.state()
+        if write:
+            self.refresh_catalog(state)
+            try:
+                return duckdb.connect(str(self.catalog_path))
+            except duckdb.Error as e:
+                raise CurateError(
+                    f"The catalog {self.catalog_path} is open in another program ({e}). "
+                    "Close it there and try again."
+                ) from None
+        if self.catalog_path.exists():
+            try:
+                con = duckdb.connect(str(self.catalog_path), read_only=True)
+            except duckdb.Error:
+                con = None
+            if con is not None:
+                if self._catalog_fresh(con, state):
+                    return con
+                con.close()
+                with contextlib.suppress(WorkspaceBusy):
+                    with self.lock("catalog refresh"):
+                        if self.refresh_catalog(state):
+                            with contextlib.suppress(duckdb.Error):
+                                return duckdb.connect(str(self.catalog_path), read_only=True)
+        con = duckdb.connect()
+        self._create_views(con, state)
+        return con
+
+    def count(self, table: str) -> int:
+        import duckdb
+
+        files = self.files(table)
+        if not files:
+            return 0
+        return duckdb.sql(f"SELECT count(*) FROM ({self.view_sql(table, self.state())})").fetchall()[0][0]
+
+
+@dataclass
+class Transaction:
+    ws: Workspace
+    added: dict[str, list[str]] = field(default_factory=dict)
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    staged: list[Path] = field(default_factory=list)
+    committed: bool = False
+
+    def new_path(self, table: str) -> tuple[Path, Path]:
+        """(temporary path to write, final path) for a new file of `table`."""
+        folder = self.ws.tables_dir / table
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{new_id()}.parquet"
+        tmp = final.with_name(final.name + ".tmp")
+        self.staged += [tmp, final]
+        return tmp, final
+
+    def stage(self, table: str, final: Path) -> None:
+        self.added.setdefault(table, []).append(final.relative_to(self.ws.tables_dir).as_posix())
+
+    def add(self, table: str, df: "pl.DataFrame") -> Path | None:
+        """Write a DataFrame as a new Parquet file of `table`, conformed to the contract."""
+        if df.height == 0:
+            return None
+        df = conform(df, table)
+        tmp, final = self.new_path(table)
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, final)
+        self.stage(table, final)
+        return final
+
+    @contextlib.contextmanager
+    def writer(self, table: str) -> Iterator["TableWriter"]:
+        """Stream DataFrames into one new Parquet file of `table` (row group by row group)."""
+        tmp, final = self.new_path(table)
+        w = TableWriter(table, tmp)
+        try:
+            yield w
+        finally:
+            w.close()
+        if w.rows:
+            os.replace(tmp, final)
+            self.stage(table, final)
+        else:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, table: str, files: list[Path]) -> None:
+        self.removed.setdefault(table, []).extend(f.relative_to(self.ws.tables_dir).as_posix() for f in files)
+
+    def replace(self, table: str) -> None:
+        """Drop every current file of `table` in this commit (the new ones take their place)."""
+        self.remove(table, self.ws.files(table))
+
+    def commit(self) -> None:
+        if not (self.added or self.removed):
+            self.committed = True
+            return
+        state = self.ws.state()
+        now = time.time()
+        for table, rels in self.removed.items():
+            current = state["tables"].get(table, [])
+            state["tables"][table] = [r for r in current if r not in set(rels)]
+            state.setdefault("trash", []).extend({"path": r, "removed_at": now} for r in rels)
+        for table, rels in self.added.items():
+            state["tables"].setdefault(table, []).extend(rels)
+        state["generation"] = int(state["generation"]) + 1
+        atomic_write_text(self.ws.state_path, json.dumps(state, indent=1))
+        self.committed = True
+        self.ws.refresh_catalog(state)
+
+    def abort(self) -> None:
+        for path in self.staged:
+            path.unlink(missing_ok=True)
+
+
+LOW_CARDINALITY = {"source", "subset", "split", "role", "format", "ingest_id", "branch", "policy", "model_id",
+                   "params", "strategy", "picked_by", "status", "step"}
+
+
+class TableWriter:
+    """Appends row groups to one Parquet file; compression runs on a background thread
+    (pyarrow releases the GIL), overlapping with the caller's parsing of the next chunk."""
+
+    def __init__(self, table: str, path: Path):
+        self.table, self.path, self.rows, self._w = table, path, 0, None
+        self._pool, self._pending = None, None
+
+    def write(self, df: "pl.DataFrame") -> None:
+        if df.height == 0:
+            return
+        import pyarrow.parquet as pq
+
+        arrow = conform(df, self.table).to_arrow()
+        if self._w is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # dictionary encoding only pays for low-cardinality columns; long unique texts skip it
+            spec = TABLES.get(self.table)
+            text = {c.name for c in spec.columns if c.type == "VARCHAR"} if spec else set()
+            low_card = [n for n in arrow.schema.names if n not in text or n in LOW_CARDINALITY]
+            self._w = pq.ParquetWriter(self.path, arrow.schema, compression="zstd", use_dictionary=low_card)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
+        self._wait()
+        self._pending = self._pool.submit(self._w.write_table, arrow)
+        self.rows += df.height
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a failed write here
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            if self._w is not None:
+                self._w.close()
+                self._w = None
+
+
+_POLARS_TYPES: dict[str, Any] = {}
+
+
+def _polars_type(duck_type: str):
+    import polars as pl
+
+    if not _POLARS_TYPES:
+        _POLARS_TYPES.update(
+            {
+                "VARCHAR": pl.String,
+                "BIGINT": pl.Int64,
+                "INTEGER": pl.Int32,
+                "DOUBLE": pl.Float64,
+                "FLOAT": pl.Float32,
+                "BOOLEAN": pl.Boolean,
+                "TIMESTAMP": pl.Datetime("us", "UTC"),
+                "VARCHAR[]": pl.List(pl.String),
+            }
+        )
+    return _POLARS_TYPES.get(duck_type)
+
+
+def conform(df: "pl.DataFrame", table: str) -> "pl.DataFrame":
+    """Order and cast columns to the contract; extra columns are kept after the contract's."""
+    import polars as pl
+
+    spec = TABLES.get(table)
+    if spec is None:
+        return df
+    missing = [c.name for c in spec.columns if c.name not in df.columns]
+    if missing:
+        raise CurateError(f"internal: rows for table {table!r} lack the contract columns {missing}")
+    exprs = []
+    for c in spec.columns:
+        dtype = _polars_type(c.type)
+        exprs.append(pl.col(c.name).cast(dtype) if dtype is not None else pl.col(c.name))
+    extra = [pl.col(n) for n in df.columns if n not in spec.column_names]
+    return df.select(exprs + extra)

@@ -1,0 +1,111 @@
+"""Fixtures: real files in tmp dirs, a real workspace on disk, the CLI through click's CliRunner."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import main
+from curate.workspace import Workspace
+
+# The CI clones the repository with ../shared beside it (shared/data/hh-rlhf/...).
+SHARED_HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+
+H, A = "\n\nHuman: ", "\n\nAssistant: "
+
+
+def transcript(*turns: str) -> str:
+    """HH-RLHF transcript from alternating human/assistant turns: transcript("hi", "hello")."""
+    return "".join((H if i % 2 == 0 else A) + t for i, t in enumerate(turns))
+
+
+def hh_row(prompt: str, chosen: str, rejected: str) -> dict:
+    """One HH-RLHF row whose chosen and rejected share the single human turn `prompt`."""
+    return {"chosen": transcript(prompt, chosen), "rejected": transcript(prompt, rejected)}
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows as JSON lines; a str row is written verbatim (for invalid JSON and blank lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def query(ws_root: Path, sql: str, params: dict | None = None) -> list[tuple]:
+    """Rows of a read-only query over the workspace's views (what a user's SQL would see)."""
+    con = Workspace(ws_root).connect()
+    try:
+        return con.execute(sql, params or {}).fetchall()
+    finally:
+        con.close()
+
+
+def scalar(ws_root: Path, sql: str, params: dict | None = None):
+    return query(ws_root, sql, params)[0][0]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner):
+    """cli(*args) runs `curate args...`; exceptions that are not user errors propagate (a bug shows as one)."""
+
+    def invoke(*args, input=None, env=None):
+        return runner.invoke(main, [str(a) for a in args], input=input, env=env, catch_exceptions=False,
+                             prog_name="curate")
+
+    return invoke
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    """Path of a workspace that does not exist yet (ingest creates it)."""
+    return tmp_path / "ws"
+
+
+@pytest.fixture
+def hh_rows() -> list[dict]:
+    return [hh_row(f"question {i}?", f"good answer {i}", f"bad answer {i}") for i in range(6)]
+
+
+@pytest.fixture
+def hh_file(tmp_path, hh_rows) -> Path:
+    """Six HH rows laid out like HH-RLHF: <subset>/<split>.jsonl."""
+    return write_jsonl(tmp_path / "data" / "helpful-base" / "train.jsonl", hh_rows)
+
+
+@pytest.fixture
+def filled_ws(cli, ws, hh_file) -> Path:
+    """A workspace holding the six pairs of hh_file."""
+    r = cli("ingest", hh_file, "-w", ws, "-q")
+    assert r.exit_code == 0, r.output
+    return ws
+
+
+@pytest.fixture(scope="session")
+def shared_hh() -> Path:
+    if not SHARED_HH.is_file():
+        pytest.skip(f"the shared HH-RLHF file is not at {SHARED_HH} (clone the repo with ../shared beside it)")
+    return SHARED_HH
+
+
+@pytest.fixture(scope="session")
+def real_ws(tmp_path_factory, shared_hh) -> Path:
+    """The shared harmless-base test file ingested once (sft fraction 0.5, seed 0); tests only read it."""
+    from curate.ingest import ingest
+
+    root = tmp_path_factory.mktemp("real") / "ws"
+    ingest(Workspace(root), [str(shared_hh)], sft_fraction=0.5, seed=0)
+    return root

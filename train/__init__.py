@@ -1,0 +1,1 @@
+"""Thin trainers (SFT, reward model, PPO) that read subsets from a curate workspace."""
