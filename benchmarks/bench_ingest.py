@@ -32,9 +32,14 @@ def measure(task: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=synth.HH_TRAIN_SIZE, help="synthetic pairs")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each side (alternating); medians reported")
     ap.add_argument("--out", default=str(HERE / "results" / "ingest.json"))
     args = ap.parse_args()
     if not synth.REAL_PAIRS.exists():
@@ -48,15 +53,19 @@ def main() -> None:
 
     results = []
     for name, path in (("shared-2312", synth.REAL_PAIRS), (f"synthetic-{args.n}", synthetic)):
-        tmp = Path(tempfile.mkdtemp(prefix="curate-bench-"))
-        try:
-            base = measure("ingest_tasks:naive", str(path), str(tmp / "naive.parquet"))
-            ours = measure("ingest_tasks:curate_cli", str(path), str(tmp / "ws"))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bases, ourss = [], []
+        for _ in range(args.repeat):  # alternate the sides so drift in machine load hits both
+            tmp = Path(tempfile.mkdtemp(prefix="curate-bench-"))
+            try:
+                bases.append(measure("ingest_tasks:naive", str(path), str(tmp / "naive.parquet")))
+                ourss.append(measure("ingest_tasks:curate_cli", str(path), str(tmp / "ws")))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        base, ours = median_run(bases), median_run(ourss)
         n = ours["result"]
         row = {
             "dataset": name,
+            "repeats": args.repeat,
             "pairs": n,
             "baseline_seconds": round(base["seconds"], 3),
             "curate_seconds": round(ours["seconds"], 3),

@@ -375,7 +375,9 @@ class TableWriter:
             spec = TABLES.get(self.table)
             text = {c.name for c in spec.columns if c.type == "VARCHAR"} if spec else set()
             low_card = [n for n in arrow.schema.names if n not in text or n in LOW_CARDINALITY]
-            self._w = pq.ParquetWriter(self.path, arrow.schema, compression="zstd", use_dictionary=low_card)
+            self._w = pq.ParquetWriter(
+                self.path, arrow.schema, compression="zstd", compression_level=1, use_dictionary=low_card
+            )
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
         self._wait()
         self._pending = self._pool.submit(self._w.write_table, arrow)

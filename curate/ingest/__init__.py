@@ -79,7 +79,7 @@ def ingest(
                 advance = progress(src.name, sources.estimated_bytes(src)) if progress else None
                 counts = Counter()
                 src_fmt = fmt
-                for chunk in sources.read(src, on_bytes=advance):
+                for chunk in sources.prefetch(sources.read(src, on_bytes=advance)):
                     if src_fmt is None:
                         src_fmt = _detect(src, chunk, fields)
                     pairs, bad = _process(chunk, src, src_fmt, fields, existing, seen, counts)
@@ -203,7 +203,6 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
     """Parse one chunk into a `pairs` frame (new pairs only) and a list of reject rows."""
     bad: list[dict] = []
     t_lines, t_c, t_r, s_lines, s_p, s_c, s_r = [], [], [], [], [], [], []
-    raws: dict[int, tuple] = {}
     extract, Reject = formats.extract, formats.Reject
     kc, kr = fields.get("chosen", "chosen"), fields.get("rejected", "rejected")
     counts["read"] += len(chunk)
@@ -211,7 +210,6 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
         if fmt == "hh" and type(obj) is dict:  # the common case, inlined; anything odd takes extract()
             c, r = obj.get(kc), obj.get(kr)
             if type(c) is str and type(r) is str:
-                raws[line] = (obj, raw)
                 t_lines.append(line), t_c.append(c), t_r.append(r)
                 continue
         if isinstance(obj, sources.InvalidJson):
@@ -222,12 +220,12 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
         except Reject as r:
             bad.append(_reject(src, line, r.reason, r.detail, _raw_text(obj, raw)))
             continue
-        raws[line] = (obj, raw)
         if rec[0] == "T":
             t_lines.append(line), t_c.append(rec[1]), t_r.append(rec[2])
         else:
             s_lines.append(line), s_p.append(rec[1]), s_c.append(rec[2]), s_r.append(rec[3])
 
+    raws = _RawLookup(chunk)
     frames = []
     if t_lines:
         t = split_transcripts(
@@ -288,6 +286,19 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
         ).drop("line", "diverged"),
         bad,
     )
+
+
+class _RawLookup:
+    """line -> (obj, raw) of a chunk, built only when a late-stage reject needs the raw text."""
+
+    def __init__(self, chunk):
+        self.chunk, self.index = chunk, None
+
+    def __getitem__(self, line):
+        if self.index is None:
+            self.index = {rec[0]: i for i, rec in enumerate(self.chunk)}
+        _, obj, raw = self.chunk[self.index[line]]
+        return obj, raw
 
 
 def _reject(src, line, reason, detail, raw) -> dict:

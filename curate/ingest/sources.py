@@ -112,6 +112,46 @@ def read(source: Source, on_bytes=None) -> Iterator[list[tuple[int, Any, str | N
         yield from _read_jsonl(source, on_bytes)
 
 
+def prefetch(chunks: Iterator, depth: int = 2) -> Iterator:
+    """Produce chunks on a background thread, so reading and JSON parsing of chunk k+1 overlap with
+    the (GIL-free) polars and Parquet work on chunk k. Exceptions surface in the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def run():
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=run, name="ingest-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
 def _hashing_reader(source: Source):
     digest = hashlib.sha256()
     fh = open(source.path, "rb")
@@ -144,21 +184,28 @@ def _read_jsonl(source: Source, on_bytes=None):
                 on_bytes(len(block))
             lines = (buf + block).split(b"\n")
             buf = lines.pop()
-            chunk = []
-            for raw in lines:
-                line_no += 1
-                if not raw.strip():
-                    continue  # blank lines are layout, not rows
-                try:
-                    obj = loads(raw)
-                except orjson.JSONDecodeError as e:
-                    obj = InvalidJson(str(e))
-                chunk.append((line_no, obj, raw))
-                if len(chunk) >= CHUNK:
+            for start in range(0, len(lines), CHUNK):
+                part = lines[start : start + CHUNK]
+                first = line_no + 1
+                line_no += len(part)
+                try:  # the common case: every line parses
+                    objs = [loads(raw) for raw in part]
+                except orjson.JSONDecodeError:
+                    objs = None
+                if objs is not None and all(part):
+                    yield list(zip(range(first, first + len(part)), objs, part))
+                    continue
+                chunk = []
+                for i, raw in enumerate(part):
+                    if not raw.strip():
+                        continue  # blank lines are layout, not rows
+                    try:
+                        obj = loads(raw)
+                    except orjson.JSONDecodeError as e:
+                        obj = InvalidJson(str(e))
+                    chunk.append((first + i, obj, raw))
+                if chunk:
                     yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
         if buf.strip():
             line_no += 1
             try:
