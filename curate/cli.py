@@ -204,5 +204,16 @@ def _emit(res, fmt, output, max_rows, width):
         err(f"wrote {n:,} rows to {output}")
 
 
+def _register() -> None:
+    """Commands that live in curate/commands/ (each imports only click at module level)."""
+    from .commands.embed import embed, score
+    from .commands.generations import generations
+
+    for cmd in (generations, embed, score):
+        main.add_command(cmd)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

@@ -15,8 +15,12 @@ WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x
 
 
 def text_hash(text: str) -> str:
-    """Hash of the exact text (embedding cache key)."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    """Embedding cache key: MD5 hex of the exact UTF-8 text, the same as DuckDB's md5(text) in SQL."""
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def _blake(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def stripped(col: "pl.Expr") -> "pl.Expr":
@@ -28,7 +32,7 @@ def pair_id_from_parts(prompt: str, chosen: str, rejected: str) -> str:
     import unicodedata
 
     key = SEP.join(s.strip(WHITESPACE) for s in (prompt, chosen, rejected))
-    return text_hash(unicodedata.normalize("NFC", key))
+    return _blake(unicodedata.normalize("NFC", key).encode("utf-8"))
 
 
 def pair_ids(df: "pl.DataFrame") -> list[str]:

@@ -31,3 +31,37 @@ def byte_progress(quiet: bool) -> Iterator[Callable[[str, int | None], Callable[
             return lambda n: bar.advance(task, n)
 
         yield start
+
+
+@contextlib.contextmanager
+def count_progress(quiet: bool, what: str, unit: str) -> Iterator[Callable[[int], Callable[[int], None]]]:
+    """Yields start(total) -> advance(n), a bar with items/s and ETA."""
+    if quiet:
+        yield lambda total: (lambda n: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        import time
+
+        def start(total: int):
+            task = bar.add_task(what, total=total, rate="")
+            t0 = time.perf_counter()
+            done = [0]
+
+            def advance(n: int):
+                done[0] += n
+                rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=n, rate=f"{rate:,.0f} {unit}/s")
+
+            return advance
+
+        yield start

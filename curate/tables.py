@@ -93,6 +93,36 @@ TABLES: dict[str, Table] = {
             "embed",
         ),
         Table(
+            "embedding_models",
+            "embedding model identity",
+            (
+                C("model_id", "VARCHAR", "name slug + hash of the identity below (the cache key with text_hash)"),
+                C("name", "VARCHAR", "model name (Hub id, folder, or the packaged default)"),
+                C("revision", "VARCHAR", "Hub commit, where known"),
+                C("weights_sha256", "VARCHAR", "hash of the weight files"),
+                C("pooling", "VARCHAR", "pooling mode (mean, cls, ...)"),
+                C("max_seq_length", "INTEGER", "tokens per text before truncation"),
+                C("dim", "INTEGER", "vector size"),
+                C("identity", "VARCHAR", "the full identity as JSON"),
+                C("created_at", "TIMESTAMP", "first embedding with this model (UTC)"),
+            ),
+            "embed",
+        ),
+        Table(
+            "sample_similarities",
+            "scored generation sample",
+            (
+                C("branch", "VARCHAR", "FRFT branch"),
+                C("iteration", "INTEGER", "FRFT iteration"),
+                C("pair_id", "VARCHAR", "scored pair"),
+                C("sample", "INTEGER", "generation sample"),
+                C("model_id", "VARCHAR", "embedding model identity"),
+                C("pos_sim", "DOUBLE", "cos(chosen, this sample)"),
+                C("neg_sim", "DOUBLE", "cos(rejected, this sample)"),
+            ),
+            "score",
+        ),
+        Table(
             "similarities",
             "scored pair",
             (

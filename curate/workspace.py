@@ -52,6 +52,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def file_key(key: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", key)
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -103,9 +109,14 @@ class Workspace:
         except json.JSONDecodeError as e:
             raise CurateError(f"{self.state_path} is not valid JSON ({e}); the workspace is damaged.") from e
 
-    def files(self, table: str, state: dict | None = None) -> list[Path]:
+    def files(self, table: str, state: dict | None = None, key: str | None = None) -> list[Path]:
+        """Live files of `table`; with key, only those written with that key (see Transaction.add)."""
         state = state if state is not None else self.state()
-        return [self.tables_dir / rel for rel in state["tables"].get(table, [])]
+        rels = state["tables"].get(table, [])
+        if key is not None:
+            prefix = f"{table}/{file_key(key)}--"
+            rels = [r for r in rels if r.startswith(prefix)]
+        return [self.tables_dir / rel for rel in rels]
 
     # -- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -283,11 +294,11 @@ class Transaction:
     staged: list[Path] = field(default_factory=list)
     committed: bool = False
 
-    def new_path(self, table: str) -> tuple[Path, Path]:
+    def new_path(self, table: str, key: str | None = None) -> tuple[Path, Path]:
         """(temporary path to write, final path) for a new file of `table`."""
         folder = self.ws.tables_dir / table
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{new_id()}.parquet"
+        final = folder / (f"{file_key(key)}--{new_id()}.parquet" if key else f"{new_id()}.parquet")
         tmp = final.with_name(final.name + ".tmp")
         self.staged += [tmp, final]
         return tmp, final
@@ -295,12 +306,16 @@ class Transaction:
     def stage(self, table: str, final: Path) -> None:
         self.added.setdefault(table, []).append(final.relative_to(self.ws.tables_dir).as_posix())
 
-    def add(self, table: str, df: "pl.DataFrame") -> Path | None:
-        """Write a DataFrame as a new Parquet file of `table`, conformed to the contract."""
+    def add(self, table: str, df: "pl.DataFrame", key: str | None = None) -> Path | None:
+        """Write a DataFrame as a new Parquet file of `table`, conformed to the contract.
+
+        A key (e.g. 'main-it1-<model_id>') goes into the file name, so a later step can replace
+        exactly the files of that key: tx.remove(table, ws.files(table, key=key)).
+        """
         if df.height == 0:
             return None
         df = conform(df, table)
-        tmp, final = self.new_path(table)
+        tmp, final = self.new_path(table, key)
         df.write_parquet(tmp, compression="zstd", statistics=True)
         os.replace(tmp, final)
         self.stage(table, final)
@@ -437,3 +452,10 @@ def conform(df: "pl.DataFrame", table: str) -> "pl.DataFrame":
         exprs.append(pl.col(c.name).cast(dtype) if dtype is not None else pl.col(c.name))
     extra = [pl.col(n) for n in df.columns if n not in spec.column_names]
     return df.select(exprs + extra)
+
+
+def query_frame(con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None) -> "pl.DataFrame":
+    """Run sql on con and return the result as a polars DataFrame (through Arrow, no copies per row)."""
+    import polars as pl
+
+    return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())

@@ -1,0 +1,59 @@
+"""`curate embed` and `curate score`."""
+
+from __future__ import annotations
+
+import click
+
+from ..options import quiet_option, workspace_option
+
+
+@click.command()
+@workspace_option
+@click.option("--model", "-m", default=None,
+              help="sentence-transformers model: a Hub id (e.g. AnnaWegmann/Style-Embedding), a folder, or "
+                   "'default' (packaged all-MiniLM-L6-v2, offline).")
+@click.option("--revision", default=None, help="Hub revision of --model.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="auto: onnx on CPU where the model allows it (same vectors, faster), else torch.")
+@click.option("--device", default=None, help="torch device, e.g. cuda or cpu (default: what torch picks).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per forward pass.")
+@click.option("--shard-size", type=int, default=2048, show_default=True, help="Texts per committed shard.")
+@click.option("--limit", type=int, default=None, help="Embed at most N new texts (for a quick try).")
+@quiet_option
+def embed(workspace, model, revision, backend, device, batch_size, shard_size, limit, quiet):
+    """Embed pref responses and generations that have no vector yet for the model."""
+    from ..embedding import embed as run
+    from ..progress import count_progress
+    from ..workspace import Workspace
+
+    with count_progress(quiet, "embedding", "texts") as progress:
+        r = run(Workspace(workspace), model, revision=revision, backend=backend, device=device,
+                batch_size=batch_size, shard_size=shard_size, limit=limit, progress=progress)
+    if not quiet:
+        rate = f" in {r.seconds:.1f} s ({r.embedded / r.seconds:,.0f} texts/s, {r.backend})" if r.embedded else ""
+        click.echo(f"{r.model_id}: {r.distinct_texts:,} distinct texts, {r.cached:,} already embedded, "
+                   f"{r.embedded:,} embedded now{rate}", err=True)
+        if r.empty_skipped:
+            click.echo(f"  skipped {r.empty_skipped:,} empty texts (see flags = 'empty_response')", err=True)
+
+
+@click.command()
+@workspace_option
+@click.option("--iteration", "-i", type=int, required=True, help="FRFT iteration whose generations to score.")
+@click.option("--branch", default="main", show_default=True, help="FRFT branch whose generations to score.")
+@click.option("--model", "-m", default=None, help="Embedding model (default: the only one in the workspace).")
+@quiet_option
+def score(workspace, iteration, branch, model, quiet):
+    """Fill `similarities`: cos to the chosen and rejected response per pair."""
+    from ..score import score as run
+    from ..workspace import Workspace
+
+    r = run(Workspace(workspace), iteration, branch, model)
+    if not quiet:
+        click.echo(f"scored {r.pairs:,} pairs ({r.samples:,} samples) of branch {r.branch}, iteration "
+                   f"{r.iteration} with {r.model_id}", err=True)
+        skipped = [(r.empty_response_pairs, "pairs with an empty response"),
+                   (r.empty_generations, "empty generations"), (r.not_pref, "generations for sft pairs")]
+        for n, what in skipped:
+            if n:
+                click.echo(f"  not scored: {n:,} {what}", err=True)

