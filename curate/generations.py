@@ -433,14 +433,7 @@ def _drop_iteration(ws: Workspace, tx, branch: str, iteration: int) -> None:
 
 
 # -- rejects --------------------------------------------------------------------------------------
-_REJECT_SCHEMA = {
-    "source": pl.String,
-    "line": pl.Int64,
-    "reason": pl.String,
-    "detail": pl.String,
-    "raw": pl.String,
-    "ingest_id": pl.String,
-}
+from .ingest import REJECT_SCHEMA as _REJECT_SCHEMA  # noqa: E402  (one schema for every reject writer)
 
 
 def _raw_text(raw: bytes | None, obj=None) -> str | None:

@@ -120,7 +120,7 @@ def ingest(
                 )
         result.rejected.update(r["reason"] for r in rejects)
         if rejects:
-            tx.add("rejects", pl.DataFrame(_new_rejects(ws, rejects), schema=_REJECT_SCHEMA))
+            tx.add("rejects", pl.DataFrame(_new_rejects(ws, rejects), schema=REJECT_SCHEMA))
         manifest = {
             "step": "ingest",
             "ingest_id": result.ingest_id,
@@ -151,7 +151,7 @@ def ingest(
     return result
 
 
-_REJECT_SCHEMA = {
+REJECT_SCHEMA = {  # the rejects table, for every step that records rejected input rows
     "source": pl.String,
     "line": pl.Int64,
     "reason": pl.String,
