@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator
 
 
@@ -50,7 +51,6 @@ def count_progress(quiet: bool, what: str, unit: str) -> Iterator[Callable[[int]
         TimeRemainingColumn(),
         console=Console(stderr=True),
     ) as bar:
-        import time
 
         def start(total: int):
             task = bar.add_task(what, total=total, rate="")

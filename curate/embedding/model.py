@@ -272,9 +272,8 @@ class OnnxEncoder(Encoder):
     def encode(self, texts, batch_size=32):
         import numpy as np
 
-        out = np.zeros((len(texts), 0), dtype=np.float32)
+        out = np.empty((len(texts), self.ref.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
-        parts = {}
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             enc = self.tok.encode_batch([texts[i] for i in idx])
@@ -289,9 +288,5 @@ class OnnxEncoder(Encoder):
             else:
                 m = mask[..., None].astype(np.float32)
                 vec = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
-            vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-            for j, i in enumerate(idx):
-                parts[i] = vec[j]
-        if not texts:
-            return out
-        return np.stack([parts[i] for i in range(len(texts))]).astype(np.float32)
+            out[idx] = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+        return out
