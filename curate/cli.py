@@ -208,8 +208,9 @@ def _register() -> None:
     """Commands that live in curate/commands/ (each imports only click at module level)."""
     from .commands.embed import embed, score
     from .commands.generations import generations
+    from .commands.neighbors import neighbors
 
-    for cmd in (generations, embed, score):
+    for cmd in (generations, embed, score, neighbors):
         main.add_command(cmd)
 
 

@@ -10,10 +10,13 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import READ_ONLY_FIX, CurateError, QueryError
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    import polars as pl
 
 OUTPUT_FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 READ_ONLY_KINDS = {"SELECT", "EXPLAIN", "PRAGMA"}
@@ -115,6 +118,17 @@ def run(ws: Workspace, sql: str, params: dict[str, Any] | None = None, write: bo
         if isinstance(e, duckdb.Error):
             raise QueryError(_clean(e)) from None
         raise
+
+
+def frame_result(df: "pl.DataFrame"):
+    """(connection, Result) over a polars frame, so computed tables print through write_result."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("frame", df.to_arrow())
+    cur = con.execute("select * from frame")
+    desc = cur.description or []
+    return con, Result([d[0] for d in desc], [str(d[1]) for d in desc], cur)
 
 
 def _jsonable(v):

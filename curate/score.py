@@ -1,19 +1,24 @@
 """`curate score`: cosine similarity of each policy sample to its pair's chosen and rejected response.
 
 pos_sim = cos(E(chosen), E(generation)), neg_sim = cos(E(rejected), E(generation)) (FRFT paper,
-section 4). Vectors are stored normalised, so cosine is a dot product; DuckDB computes it for every
-sample in one vectorised query. Per-sample rows go to `sample_similarities`, per-pair mean and max to
+section 4). Vectors are stored normalised, so cosine is a dot product: DuckDB pairs each sample with
+its texts' hashes, then numpy computes every dot product in one vectorised pass over a single matrix
+of the model's vectors. Per-sample rows go to `sample_similarities`, per-pair mean and max to
 `similarities`; rescoring a (branch, iteration, model) replaces its rows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import CurateError
 from .workspace import Workspace, new_id, query_frame, utcnow
 
-SAMPLES_SQL = """
+if TYPE_CHECKING:
+    import polars as pl
+
+KEYS_SQL = """
 with gens as (
     select pair_id, sample, md5(text) as g_hash
     from generations where branch = $branch and iteration = $iteration and trim(text) <> ''
@@ -21,20 +26,33 @@ with gens as (
 prefs as (
     select pair_id, md5(chosen) as c_hash, md5(rejected) as r_hash
     from pairs where role = 'pref' and trim(chosen) <> '' and trim(rejected) <> ''
-),
-vecs as (select text_hash, vector from embeddings where model_id = $model_id),
-final as (
-    select g.pair_id, g.sample,
-           list_dot_product(vc.vector, vg.vector) as pos_sim,
-           list_dot_product(vr.vector, vg.vector) as neg_sim
-    from gens g
-    join prefs p using (pair_id)
-    join vecs vg on vg.text_hash = g.g_hash
-    join vecs vc on vc.text_hash = p.c_hash
-    join vecs vr on vr.text_hash = p.r_hash
 )
-select * from final order by pair_id, sample
+select g.pair_id, g.sample, g.g_hash, p.c_hash, p.r_hash
+from gens g join prefs p using (pair_id)
+order by g.pair_id, g.sample
 """
+
+
+def sample_similarities(ws: Workspace, keys: "pl.DataFrame", model_id: str, chunk: int = 65_536) -> "pl.DataFrame":
+    """pos_sim and neg_sim per sample: each vector read once into one matrix, row-wise dot products in numpy."""
+    import numpy as np
+    import polars as pl
+
+    emb = pl.read_parquet(ws.files("embeddings", key=model_id), columns=["text_hash", "vector"])
+    matrix = emb["vector"].to_numpy()  # (texts, dim) float32, unit rows: cosine is the dot product
+    index = emb.select("text_hash").with_row_index("i").unique("text_hash", keep="first")
+    rows = keys
+    for col in ("g_hash", "c_hash", "r_hash"):
+        rows = rows.join(index.rename({"text_hash": col, "i": col[0]}), on=col, how="left", maintain_order="left")
+    g, c, r = (rows[x].to_numpy() for x in ("g", "c", "r"))
+    pos = np.empty(len(rows), dtype=np.float64)
+    neg = np.empty(len(rows), dtype=np.float64)
+    for s in range(0, len(rows), chunk):  # bounded temporaries: three (chunk, dim) gathers at a time
+        gv = matrix[g[s:s + chunk]]
+        pos[s:s + chunk] = np.einsum("ij,ij->i", matrix[c[s:s + chunk]], gv)
+        neg[s:s + chunk] = np.einsum("ij,ij->i", matrix[r[s:s + chunk]], gv)
+    return rows.select("pair_id", "sample").with_columns(pos_sim=pl.Series(pos), neg_sim=pl.Series(neg))
+
 
 COVERAGE_SQL = """
 with gens as (
@@ -98,9 +116,10 @@ def score(ws: Workspace, iteration: int, branch: str = "main", model: str | None
                     f"{cov['missing']:,} texts of branch {branch!r}, iteration {iteration} have no vector for "
                     f"model {model_id}: run `curate embed` (with the same --model) first."
                 )
-            samples = query_frame(con, SAMPLES_SQL, params)
+            keys = query_frame(con, KEYS_SQL, {"branch": branch, "iteration": iteration})
         finally:
             con.close()
+        samples = sample_similarities(ws, keys, model_id)
         key = f"{branch}-it{iteration}-{model_id}"
         samples = samples.with_columns(
             pl.col("pos_sim", "neg_sim").cast(pl.Float64),

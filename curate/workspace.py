@@ -52,6 +52,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _tables_stamp() -> str:
+    """The table contract's names and columns, so a catalog written by another version is refreshed."""
+    return ";".join(f"{t.name}:{','.join(t.column_names)}" for t in TABLES.values())
+
+
 def file_key(key: str) -> str:
     import re
 
@@ -225,8 +230,8 @@ class Workspace:
             self._create_views(con, state)
             con.execute("CREATE TABLE IF NOT EXISTS _curate_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             con.execute(
-                "INSERT OR REPLACE INTO _curate_meta VALUES ('generation', ?), ('root', ?)",
-                [str(state["generation"]), str(self.root)],
+                "INSERT OR REPLACE INTO _curate_meta VALUES ('generation', ?), ('root', ?), ('tables', ?)",
+                [str(state["generation"]), str(self.root), _tables_stamp()],
             )
         finally:
             con.close()
@@ -237,7 +242,8 @@ class Workspace:
             meta = dict(con.execute("SELECT key, value FROM _curate_meta").fetchall())
         except Exception:
             return False
-        return meta.get("generation") == str(state["generation"]) and meta.get("root") == str(self.root)
+        return (meta.get("generation") == str(state["generation"]) and meta.get("root") == str(self.root)
+                and meta.get("tables") == _tables_stamp())  # a catalog from an older curate lacks new views
 
     def connect(self, write: bool = False) -> "duckdb.DuckDBPyConnection":
         """A DuckDB connection whose views show the current state.

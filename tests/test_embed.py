@@ -178,3 +178,20 @@ def test_cli_embed_and_score(small_ws, runner):
     r = runner.invoke(main, ["sql", "-w", str(small_ws.root), "-f", "csv",
                              "select count(*) n, avg(pos_sim) > avg(neg_sim) from similarities where iteration = 1"])
     assert r.stdout.splitlines()[1].startswith(f"{N_PAIRS},")
+
+
+def test_neighbours_of_a_known_query_with_the_real_model(small_ws):
+    from curate.neighbors import neighbors
+
+    embed(small_ws)
+    # stored text: its own vector, so it comes first at cos 1; it is every pair's sample 1
+    hits, index = neighbors(small_ws, text="I can't help with that.", k=3)
+    assert index.size == N_PAIRS * 3 + 1
+    top = hits.row(0, named=True)
+    assert top["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert (top["roles"], top["n_pairs"]) == (["generation"], N_PAIRS)
+    # a new text is embedded on the spot; a paraphrase of the refusal finds it first
+    hits, again = neighbors(small_ws, text="Sorry, I cannot help you with that.", k=3)
+    assert not again.built and hits["text"][0] == "I can't help with that."
+    assert 0.6 < hits["similarity"][0] < 0.999
+    assert hits["similarity"].to_list() == sorted(hits["similarity"].to_list(), reverse=True)

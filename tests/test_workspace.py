@@ -193,6 +193,16 @@ def test_queries_work_while_another_program_holds_the_catalog(cli, filled_ws):
         con.close()
 
 
+def test_a_catalog_from_an_older_curate_gains_the_new_views(cli, filled_ws):
+    """An upgrade adds tables: a catalog written before them (same generation) is rewritten."""
+    con = duckdb.connect(str(filled_ws / "curate.duckdb"))
+    con.execute("DROP VIEW embedding_models")
+    con.execute("UPDATE _curate_meta SET value = 'pairs:pair_id' WHERE key = 'tables'")
+    con.close()
+    r = cli("sql", "select count(*) as n from embedding_models", "-w", filled_ws, "-f", "csv")
+    assert (r.exit_code, r.stdout) == (0, "n\n0\n")
+
+
 def test_a_damaged_state_file_is_reported(cli, filled_ws):
     (filled_ws / "state.json").write_text("{not json")
     r = cli("sql", "select 1", "-w", filled_ws)

@@ -1,0 +1,188 @@
+"""Embedding and scoring benchmark (issue 3), every side in its own fresh process.
+
+    python benchmarks/bench_embed.py                 # shared 2,312 pairs + generations; scoring at 160,800
+    python benchmarks/bench_embed.py --score-n 20000 # smaller scoring workspace
+
+On the shared pairs plus one generation per prompt with the default model (all-MiniLM-L6-v2):
+  (a) naive: SentenceTransformer.encode over every response and generation, as a user would write it
+  (b) `curate embed` on a fresh workspace (model cache warm: the one-time ONNX export is timed apart, as b0)
+  (c) `curate embed` again, everything cached
+  (d) a second iteration where only the generations are new
+Targets on a 2-core CPU: (b) at least 1.5x (a)'s texts/s, (c) under 5 s including start-up, (d) under
+40 % of (b)'s time. Then scoring 160,800 pairs from cached vectors: `curate score` (target under 5 s) vs
+a per-row Python loop. Writes benchmarks/results/embed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import synth  # noqa: E402
+
+from curate.provenance import versions  # noqa: E402
+
+BENCH_MODEL_ID = "bench-random-384"
+
+
+def measure(task: str, *args: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, str(HERE / "_measure.py"), task, *args], check=True,
+                         capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def curate(*args: str, env: dict | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "curate.cli", *args], check=True, env={**os.environ, **(env or {})})
+
+
+def count(ws: Path, sql: str) -> int:
+    from curate.workspace import Workspace
+
+    con = Workspace(ws).connect()
+    try:
+        return con.execute(sql).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def second_iteration_file(path: Path) -> Path:
+    """The shared generations, each perturbed (word swap + tag): new texts of the same lengths."""
+    rng = random.Random(2)
+    with open(synth.REAL_GENERATIONS, encoding="utf-8") as fh, open(path, "w", encoding="utf-8") as out:
+        for line in fh:
+            r = json.loads(line)
+            r["generation"] = synth._perturb(r["generation"], rng, f"it2-{r['row']}")
+            out.write(json.dumps(r) + "\n")
+    return path
+
+
+def scoring_workspace(ws: Path, n: int) -> None:
+    """n synthetic pairs, one generation each, random unit vectors for every text (no model needed)."""
+    import numpy as np
+    import polars as pl
+
+    from curate.workspace import Workspace
+
+    src = HERE.parent / ".bench" / f"hh-synth-{n}.jsonl"
+    if not src.exists():
+        synth.write_jsonl(synth.synth_hh_rows(n), src)
+    curate("ingest", str(src), "-w", str(ws), "-q")
+    w = Workspace(ws)
+    pairs = pl.read_parquet(w.files("pairs"), columns=["pair_id", "chosen", "rejected"])
+    gens = pairs.select("pair_id", text=pl.lit("[gen] ") + pl.col("chosen").str.slice(0, 300)).with_columns(
+        branch=pl.lit("main"), iteration=pl.lit(1), sample=pl.lit(0), policy=pl.lit("bench"), params=pl.lit("{}"))
+    texts = pl.concat([pairs["chosen"], pairs["rejected"], gens["text"]]).unique()
+    hashes = texts.map_elements(lambda t: __import__("hashlib").md5(t.encode()).hexdigest(), return_dtype=pl.String)
+    rng = np.random.default_rng(0)
+    with w.transaction() as tx:
+        tx.add("generations", gens)
+        tx.add("embedding_models", pl.DataFrame({
+            "model_id": [BENCH_MODEL_ID], "name": ["bench-random"], "revision": [None], "weights_sha256": ["-"],
+            "pooling": ["mean"], "max_seq_length": [256], "dim": [384], "identity": ["{}"], "created_at": [None]}))
+        for start in range(0, len(hashes), 100_000):
+            part = hashes.slice(start, 100_000)
+            v = rng.standard_normal((len(part), 384), dtype=np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            tx.add("embeddings", pl.DataFrame({"text_hash": part, "model_id": BENCH_MODEL_ID,
+                                               "vector": pl.Series(v, dtype=pl.Array(pl.Float32, 384))}),
+                   key=BENCH_MODEL_ID)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--score-n", type=int, default=synth.HH_TRAIN_SIZE, help="pairs in the scoring workspace")
+    ap.add_argument("--parts", default="embed,score", help="which parts to run (embed, score)")
+    ap.add_argument("--out", default=str(HERE / "results" / "embed.json"))
+    args = ap.parse_args()
+    for f in (synth.REAL_PAIRS, synth.REAL_GENERATIONS):
+        if not f.exists():
+            sys.exit(f"missing {f}: the benchmark needs the shared HH-RLHF files")
+    tmp = Path(tempfile.mkdtemp(prefix="curate-bench-embed-"))
+    res: dict = {}
+    try:
+        parts = set(args.parts.split(","))
+        cache = {"CURATE_CACHE": str(tmp / "cache")}
+        if "embed" in parts:
+            wss = [tmp / "ws0", tmp / "ws"]
+            for ws in wss:
+                curate("ingest", str(synth.REAL_PAIRS), "-w", str(ws), "-q")
+                curate("generations", "import", str(synth.REAL_GENERATIONS), "-w", str(ws), "-i", "1", "--policy",
+                       "smollm2-135m", "-q")
+            print("(a) naive SentenceTransformer.encode ...", file=sys.stderr)
+            a = measure("embed_tasks:naive_encode", str(synth.REAL_PAIRS), str(synth.REAL_GENERATIONS))
+            print("(b0) curate embed, first use of the model (ONNX export) ...", file=sys.stderr)
+            b0 = measure("embed_tasks:curate_cli", "embed", "-w", str(wss[0]), "-q", env=cache)
+            print("(b) curate embed, fresh workspace ...", file=sys.stderr)
+            b = measure("embed_tasks:curate_cli", "embed", "-w", str(wss[1]), "-q", env=cache)
+            n_b = count(wss[1], "select count(*) from embeddings")
+            print("(c) curate embed again ...", file=sys.stderr)
+            c = measure("embed_tasks:curate_cli", "embed", "-w", str(wss[1]), "-q", env=cache)
+            it2 = second_iteration_file(tmp / "gens-it2.jsonl")
+            curate("generations", "import", str(it2), "-w", str(wss[1]), "-i", "2", "--policy", "smollm2-135m-it2", "-q")
+            print("(d) curate embed, iteration 2 ...", file=sys.stderr)
+            d = measure("embed_tasks:curate_cli", "embed", "-w", str(wss[1]), "-q", env=cache)
+            n_d = count(wss[1], "select count(*) from embeddings") - n_b
+            a_texts = a["result"]
+            res["embed"] = {
+                "texts_naive": a_texts,
+                "texts_curate_distinct": n_b,
+                "a_naive_seconds": round(a["seconds"], 2),
+                "a_naive_texts_per_s": round(a_texts / a["seconds"], 1),
+                "b0_first_use_seconds": round(b0["seconds"], 2),
+                "b_cold_seconds": round(b["seconds"], 2),
+                "b_cold_texts_per_s": round(a_texts / b["seconds"], 1),  # the same job: every text of the dataset
+                "b_vs_a": round(a["seconds"] / b["seconds"], 2),
+                "c_cached_seconds": round(c["seconds"], 2),
+                "d_new_texts": n_d,
+                "d_iteration2_seconds": round(d["seconds"], 2),
+                "d_share_of_b": round(d["seconds"] / b["seconds"], 3),
+                "peak_rss_mib": {k: round(v["peak_rss_bytes"] / 2**20) for k, v in
+                                 (("a", a), ("b0", b0), ("b", b), ("c", c), ("d", d))},
+            }
+            e = res["embed"]
+            print(f"(a) naive {e['a_naive_seconds']} s ({e['a_naive_texts_per_s']} texts/s) | (b) curate cold "
+                  f"{e['b_cold_seconds']} s ({e['b_cold_texts_per_s']} texts/s): ratio {e['b_vs_a']}x | "
+                  f"(b0) first use {e['b0_first_use_seconds']} s | (c) cached {e['c_cached_seconds']} s | "
+                  f"(d) iteration 2, {n_d:,} new texts: {e['d_iteration2_seconds']} s = {e['d_share_of_b']:.0%} of (b)")
+            for ws in wss:
+                shutil.rmtree(ws)
+
+        if "score" in parts:
+            print(f"scoring workspace of {args.score_n:,} pairs ...", file=sys.stderr)
+            sws = tmp / "score-ws"
+            scoring_workspace(sws, args.score_n)
+            naive = measure("embed_tasks:naive_score", str(sws), BENCH_MODEL_ID)
+            ours = measure("embed_tasks:curate_cli", "score", "-w", str(sws), "-i", "1", "-q")
+            scored = count(sws, "select count(*) from similarities")
+            res["score"] = {
+                "pairs": scored,
+                "naive_seconds": round(naive["seconds"], 2),
+                "curate_seconds": round(ours["seconds"], 2),
+                "speedup": round(naive["seconds"] / ours["seconds"], 2),
+                "naive_peak_rss_mib": round(naive["peak_rss_bytes"] / 2**20),
+                "curate_peak_rss_mib": round(ours["peak_rss_bytes"] / 2**20),
+            }
+            s = res["score"]
+            print(f"score {scored:,} pairs: curate {s['curate_seconds']} s ({s['curate_peak_rss_mib']} MiB) vs naive "
+                  f"loop {s['naive_seconds']} s ({s['naive_peak_rss_mib']} MiB): ratio {s['speedup']}x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "embed", **res, "cpu_count": os.cpu_count(), "versions": versions()},
+                              indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
