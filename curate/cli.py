@@ -207,10 +207,13 @@ def _emit(res, fmt, output, max_rows, width):
 def _register() -> None:
     """Commands that live in curate/commands/ (each imports only click at module level)."""
     from .commands.embed import embed, score
+    from .commands.export import export
+    from .commands.filter import explain, filter_, subsets
     from .commands.generations import generations
     from .commands.neighbors import neighbors
+    from .commands.report import report
 
-    for cmd in (generations, embed, score, neighbors):
+    for cmd in (generations, embed, score, neighbors, filter_, subsets, explain, report, export):
         main.add_command(cmd)
 
 

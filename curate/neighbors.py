@@ -173,21 +173,11 @@ def pair_text(ws: Workspace, pair_id: str, role: str, branch: str, iteration: in
     """(full pair_id, text) of a pair's chosen/rejected response or generation; pair_id may be a unique prefix."""
     if role not in ROLES:
         raise CurateError(f"--role {role!r}: expected one of {', '.join(ROLES)}.")
-    pair_id = pair_id.strip()
-    if not pair_id:
-        raise CurateError("--pair-id is empty.")
+    from .lookup import resolve_pair_id
+
     con = ws.connect()
     try:
-        ids = [r[0] for r in con.execute(
-            "select pair_id from pairs where starts_with(pair_id, $p) order by pair_id limit 3", {"p": pair_id.lower()}
-        ).fetchall()]
-        if not ids:
-            raise CurateError(f"No pair with id {pair_id!r} in the workspace (ids are 32 hex characters; a unique "
-                              "prefix works too).")
-        if len(ids) > 1:
-            raise CurateError(f"Pair id prefix {pair_id!r} matches several pairs ({', '.join(ids[:2])}, ...): "
-                              "give more characters.")
-        full = ids[0]
+        full = resolve_pair_id(con, pair_id)
         if role == "generation":
             sql = ("select text, iteration from generations where pair_id = $p and branch = $b and sample = $s"
                    + (" and iteration = $i" if iteration is not None else "") + " order by iteration desc limit 1")

@@ -163,6 +163,7 @@ TABLES: dict[str, Table] = {
                 C("rank", "INTEGER", "rank within the selection"),
                 C("score", "DOUBLE", "score the filter ranked by"),
                 C("picked_by", "VARCHAR", "which rule picked it (e.g. pos or neg half)"),
+                C("reason", "VARCHAR", "the filter's own explanation, where it returns one"),
             ),
             "filter",
         ),

@@ -327,6 +327,22 @@ class Transaction:
         self.stage(table, final)
         return final
 
+    def copy(self, table: str, con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None,
+             key: str | None = None) -> Path:
+        """Write the rows of a DuckDB query as a new Parquet file of `table`, cast to the contract.
+
+        For steps that stay in DuckDB (filters): no polars or pyarrow import on their path.
+        """
+        spec = TABLES[table]
+        cols = ", ".join(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in spec.columns)
+        tmp, final = self.new_path(table, key)
+        target = str(tmp).replace("'", "''")
+        con.execute(f"COPY (SELECT {cols} FROM ({sql})) TO '{target}' (FORMAT parquet, COMPRESSION zstd)",
+                    params or {})
+        os.replace(tmp, final)
+        self.stage(table, final)
+        return final
+
     @contextlib.contextmanager
     def writer(self, table: str) -> Iterator["TableWriter"]:
         """Stream DataFrames into one new Parquet file of `table` (row group by row group)."""

@@ -148,7 +148,7 @@ def test_bad_queries(vec_ws):
     assert common[at] > 0  # the six fixed pair ids include two with a shared prefix
     with pytest.raises(CurateError, match="matches several pairs"):
         nb.neighbors(vec_ws, pair_id=ids[at][: common[at]], k=3)
-    with pytest.raises(CurateError, match="--pair-id is empty"):
+    with pytest.raises(CurateError, match="pair id is empty"):
         nb.neighbors(vec_ws, pair_id=" ", k=3)
 
 

@@ -1,0 +1,84 @@
+"""`curate export`: a subset as a dataset (folder, Parquet or JSONL) with its provenance, and/or on the Hub."""
+
+from __future__ import annotations
+
+import click
+
+from ..options import quiet_option, workspace_option
+
+FORMATS = ("folder", "parquet", "jsonl")  # curate.export.FORMATS
+
+
+def err(msg: str = "") -> None:
+    click.echo(msg, err=True)
+
+
+@click.command("export")
+@click.argument("subset")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="folder (default): a Hub dataset folder with a dataset card; parquet: one file with the "
+                   "provenance in its metadata; jsonl: one file plus <file>.provenance.json.")
+@click.option("--to", "to", type=click.Path(), default=None,
+              help="Where to write (default: datasets_out/<subset>, or datasets_out/<subset>.<format>).")
+@click.option("--hub", "repo_id", default=None, metavar="REPO_ID",
+              help="Push the dataset folder to this Hub dataset repo (token from HF_TOKEN or `hf auth login`). "
+                   "Alone it writes no local copy; with --to or --format it does both.")
+@click.option("--private", is_flag=True, help="With --hub: make the Hub repo private.")
+@click.option("--force", is_flag=True, help="Replace an existing target (only once the new one is complete).")
+@workspace_option
+@quiet_option
+def export(subset, fmt, to, repo_id, private, force, workspace, quiet):
+    """Export a subset as a dataset for TRL's RewardTrainer, locally or to the Hub.
+
+    One row per row of the subset, in rank order: prompt, chosen, rejected, pair_id, rank, score,
+    picked_by, pos_sim, neg_sim, with the subset's provenance (dataset card, JSON, Parquet metadata).
+    stdout gets the path written and/or the Hub URL; the summary goes to stderr.
+
+    \b
+    Examples:
+      curate export frft-split-even-it1                          # datasets_out/frft-split-even-it1/
+      curate export frft-split-even-it1 --format parquet --to rm.parquet
+      curate export frft-split-even-it1 --hub me/frft-split-even --private
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ..export import export_subset, push_to_hub
+    from ..workspace import Workspace
+
+    if private and not repo_id:
+        raise click.UsageError("--private applies to --hub REPO_ID.")
+    ws = Workspace(workspace)
+    local = repo_id is None or fmt is not None or to is not None
+    result = None
+    if local:
+        result = export_subset(ws, subset, fmt or "folder", to, force, repo_id=repo_id)
+        if not quiet:
+            _summary(result)
+        click.echo(str(result.path))
+    if repo_id:
+        if result is not None and result.format == "folder":
+            url = _push(push_to_hub, result.path, repo_id, private, result, quiet)
+        else:
+            with tempfile.TemporaryDirectory(prefix="curate-export-") as tmp:
+                built = export_subset(ws, subset, "folder", Path(tmp) / "dataset", repo_id=repo_id)
+                url = _push(push_to_hub, built.path, repo_id, private, built, quiet)
+        click.echo(url)
+
+
+def _push(push_to_hub, folder, repo_id, private, result, quiet) -> str:
+    if not quiet:
+        err(f"pushing {result.name} ({result.rows:,} rows) to the Hub dataset repo {repo_id}"
+            + (" (private)" if private else "") + "...")
+    url = push_to_hub(folder, repo_id, private, commit_message=f"curate export {result.name} ({result.subset_id})")
+    if not quiet:
+        err(f"pushed to {url}")
+    return url
+
+
+def _summary(r) -> None:
+    twice = f", {r.picked_twice:,} picked by both halves (kept twice)" if r.picked_twice else ""
+    err(f"exported {r.name}: {r.rows:,} rows ({r.distinct_pairs:,} distinct pairs{twice}) to {r.path} "
+        f"({r.format}, {r.seconds:.2f} s)")
+    if r.replaced:
+        err(f"  replaced the earlier {r.path}")

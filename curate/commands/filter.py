@@ -1,0 +1,184 @@
+"""`curate filter`, `curate subsets` and `curate explain`: pick FRFT subsets with SQL and look at them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..options import output_options, quiet_option, workspace_option
+
+STRATEGY_NAMES = ("frft", "overall", "split-even", "negative", "positive")  # curate.filters.STRATEGIES
+
+
+def err(msg: str = "") -> None:
+    click.echo(msg, err=True)
+
+
+@click.command("filter")
+@workspace_option
+@click.option("--strategy", "-s", type=click.Choice(STRATEGY_NAMES), default=None,
+              help="Built-in filter: frft (eq. 3), overall (Part 1), split-even (Part 2), negative (Part 3), "
+                   "positive (Part 4).")
+@click.option("--all-strategies", is_flag=True, help="Run the paper's Parts 1-4 (overall, split-even, negative, "
+                                                      "positive), one subset each.")
+@click.option("--sql-file", type=click.Path(dir_okay=False), default=None,
+              help="Your own filter: one SELECT returning pair_id (and optional rank, score, picked_by, reason).")
+@click.option("--param", "-p", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="Bind $NAME in --sql-file (repeatable); numbers and true/false/null are typed.")
+@click.option("--eps", type=float, default=0.2, show_default=True, help="Similarity floor is 1 - eps; eps in (0, 2].")
+@click.option("--size", "-n", type=int, default=2000, show_default=True, help="Pairs to keep (N).")
+@click.option("--iteration", "-i", type=int, default=None, help="Scored iteration (default: the latest).")
+@click.option("--branch", default="main", show_default=True, help="FRFT branch.")
+@click.option("--aggregate", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+              help="With several samples per prompt: filter on their mean or max similarity.")
+@click.option("--distinct", is_flag=True,
+              help="split-even: fill the subset with N distinct pairs (the neg half skips pairs the pos half took).")
+@click.option("--model", "-m", default=None, help="Embedding model_id (or its name prefix) when several scored.")
+@click.option("--name", default=None, help="Subset name (default frft-<strategy>-it<N>); an existing one is replaced.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result summary as JSON on stdout.")
+@quiet_option
+def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, iteration, branch, aggregate, distinct,
+            model, name, as_json, quiet):
+    """Pick a policy-aligned subset of pref pairs (an FRFT strategy or your SQL).
+
+    \b
+    Examples:
+      curate filter --strategy split-even --eps 0.2          # the paper's Part 2, 2,000 pairs
+      curate filter --all-strategies --eps 0.2 --iteration 2
+      curate filter --sql-file my_filter.sql -p min_len 50
+    """
+    from ..filters import PAPER_PARTS, run_filter
+    from ..query import parse_value
+    from ..workspace import Workspace
+
+    chosen = sum(x is not None and x is not False for x in (strategy, all_strategies or None, sql_file))
+    if chosen != 1:
+        raise click.UsageError("give one of --strategy, --all-strategies or --sql-file.")
+    if name and all_strategies:
+        raise click.UsageError("--name names one subset; --all-strategies makes four (named frft-<strategy>-it<N>).")
+    ws = Workspace(workspace)
+    runs = [dict(strategy=s) for s in PAPER_PARTS] if all_strategies else [dict(strategy=strategy, sql_file=sql_file)]
+    results = []
+    for spec in runs:
+        r = run_filter(ws, **spec, eps=eps, size=size, iteration=iteration, branch=branch, aggregate=aggregate,
+                       distinct=distinct and spec.get("strategy") in (None, "split-even"), model=model, name=name,
+                       user_params={k: parse_value(v) for k, v in params})
+        results.append(r)
+        if not quiet:
+            _summary(r)
+    if as_json:
+        click.echo(json.dumps([{
+            "name": r.name, "subset_id": r.subset_id, "strategy": r.strategy, "branch": r.branch,
+            "iteration": r.iteration, "params": r.params, "counts": r.counts, "replaced": r.replaced,
+            "manifest": r.manifest} for r in results], indent=2))
+
+
+def _summary(r) -> None:
+    c = r.counts
+    twice = f", {c['picked_twice']:,} picked by both halves" if c["picked_twice"] else ""
+    err(f"{r.name}: {r.rows:,} rows, {r.distinct_pairs:,} distinct pairs{twice} "
+        f"({r.strategy}, eps {r.params['eps']:g}, floor {r.params['floor']:g}, iteration {r.iteration}, "
+        f"{r.seconds:.2f} s)")
+    err(f"  of {c['scored']:,} scored pairs: pos_sim above the floor {c['pos_above_floor']:,}, neg_sim "
+        f"{c['neg_above_floor']:,}, both {c['both_above_floor']:,}, either {c['either_above_floor']:,}")
+    if r.short:
+        err(f"  note: fewer candidates pass the floor than --size {r.size:,}: the subset has {r.rows:,} rows "
+            f"(raise --eps for more)")
+    if r.replaced:
+        err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
+
+
+LIST_SQL = """
+select s.name, s.strategy, s.branch, s.iteration,
+       cast(s.params->>'eps' as double) as eps, cast(s.params->>'size' as integer) as size,
+       s.params->>'aggregate' as aggregate,
+       cast(s.counts->>'rows' as integer) as rows, cast(s.counts->>'distinct_pairs' as integer) as distinct_pairs,
+       cast(s.counts->>'scored' as integer) as scored, strftime(s.created_at, '%Y-%m-%d %H:%M') as created,
+       s.subset_id
+from subsets s
+order by s.branch, s.iteration, s.strategy, s.name
+"""
+
+PAIRS_SQL = """
+select sp.rank, sp.pair_id, round(sp.score, 4) as score, sp.picked_by,
+       round(si.pos_sim, 4) as pos_sim, round(si.neg_sim, 4) as neg_sim, p.prompt, p.chosen, p.rejected
+from subset_pairs sp
+join subsets s using (subset_id)
+join pairs p using (pair_id)
+left join similarities si
+  on si.pair_id = sp.pair_id and si.branch = s.branch and si.iteration = s.iteration
+ and si.model_id = s.params->>'model_id'
+where s.subset_id = $subset_id
+order by sp.rank, sp.picked_by
+"""
+
+
+@click.command()
+@click.argument("name", required=False)
+@workspace_option
+@output_options
+@click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in --format table.")
+@click.option("--width", type=int, default=40, show_default=True, help="Column width in --format table.")
+def subsets(name, workspace, fmt, output, max_rows, width):
+    """List subsets with counts and parameters; with NAME, its pairs."""
+    from ..lookup import subset_row
+    from ..query import run
+    from ..workspace import Workspace
+
+    ws = Workspace(workspace).require()
+    if name:
+        con = ws.connect()
+        try:
+            sid = subset_row(con, name)["subset_id"]
+        finally:
+            con.close()
+        con, res = run(ws, PAIRS_SQL, {"subset_id": sid})
+    else:
+        con, res = run(ws, LIST_SQL)
+    try:
+        _emit(res, fmt, output, max_rows, width)
+    finally:
+        con.close()
+
+
+def _emit(res, fmt, output, max_rows, width):
+    from ..query import write_result
+
+    n = write_result(res, fmt, None if output else sys.stdout, Path(output) if output else None, max_rows, width)
+    if output:
+        err(f"wrote {n:,} rows to {output}")
+
+
+@click.command()
+@click.argument("pair_id")
+@click.option("--subset", "-s", required=True, help="Subset name (see `curate subsets`).")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+def explain(pair_id, subset, workspace, as_json):
+    """Why PAIR_ID (full id or unique prefix) is in or out of a subset."""
+    from ..explain import explain as run
+    from ..workspace import Workspace
+
+    out = run(Workspace(workspace), pair_id, subset)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in out.items():
+        if k in ("picks", "reason", "warning"):
+            continue
+        t.add_row(k, "" if v is None else str(v))
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    console.print(t)
+    verdict = "IN" if out["selected"] else "OUT"
+    console.print(f"[bold]{verdict}[/bold]: {out['reason']}", highlight=False)
+    if out.get("warning"):
+        err(f"warning: {out['warning']}")

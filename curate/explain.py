@@ -1,0 +1,118 @@
+"""`curate explain`: why a pair is in or out of a subset, from the stored tables and the filter's SQL.
+
+For a pair in the subset: its rank, score and which rule picked it. For a pair out of it, the filter
+is run again with no size limit (same SQL, same bound parameters), which gives every candidate's rank:
+a pair that is a candidate was cut by the size; one that is not fails the filter's condition, and the
+similarities say which side of the floor each score is on.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .errors import CurateError
+from .lookup import resolve_pair_id, subset_row
+from .workspace import Workspace, query_frame
+
+NO_LIMIT = 2**30  # "no size limit" that still leaves room for ($size + 1) // 2 in an INTEGER
+
+
+def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
+    import polars as pl
+
+    ws.require()
+    con = ws.connect()
+    try:
+        sub = subset_row(con, subset)
+        pid = resolve_pair_id(con, pair_id)
+        params = json.loads(sub["params"])
+        branch, iteration, model_id = sub["branch"], sub["iteration"], params.get("model_id")
+        floor = params.get("floor")
+        out: dict = {"pair_id": pid, "subset": sub["name"], "strategy": sub["strategy"], "branch": branch,
+                     "iteration": iteration, "eps": params.get("eps"), "floor": floor, "size": params.get("size"),
+                     "aggregate": params.get("aggregate")}
+        sims = con.execute(
+            "select pos_sim, neg_sim, pos_sim_max, neg_sim_max, n_samples from similarities "
+            "where branch = $b and iteration = $i and model_id = $m and pair_id = $p",
+            {"b": branch, "i": iteration, "m": model_id, "p": pid}).fetchall()
+        picks = con.execute("select rank, score, picked_by, reason from subset_pairs where subset_id = $s and "
+                            "pair_id = $p order by rank", {"s": sub["subset_id"], "p": pid}).fetchall()
+        if not sims:
+            out.update(selected=False, reason=_not_scored(con, pid, branch, iteration))
+            return out
+        pos, neg, pos_max, neg_max, n = sims[0]
+        agg_max = params.get("aggregate") == "max"
+        p, q = (pos_max, neg_max) if agg_max else (pos, neg)
+        out.update(pos_sim=round(pos, 6), neg_sim=round(neg, 6), pos_sim_max=round(pos_max, 6),
+                   neg_sim_max=round(neg_max, 6), n_samples=n)
+        if picks:
+            out["selected"] = True
+            out["picks"] = [{"rank": r, "score": None if s is None else round(s, 6), "picked_by": b, "reason": why}
+                            for r, s, b, why in picks]
+            rows = json.loads(sub["counts"]).get("rows")
+            out["reason"] = "; ".join(
+                f"picked by {b} at rank {r:,} of {rows:,}" + (f" with score {s:.4f}" if s is not None else "")
+                + (f" ({why})" if why else "") for r, s, b, why in picks)
+            return out
+        out["selected"] = False
+        manifest = ws.manifests_dir / f"filter-{sub['subset_id']}.json"
+        if not manifest.exists():
+            out["reason"] = "not in the subset (its manifest is gone, so the filter cannot be re-run to say why)"
+            return out
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        current = sorted(p_.name for p_ in ws.files("similarities", key=f"{branch}-it{iteration}-{model_id}"))
+        if current != m.get("similarities_files"):
+            out["warning"] = "the iteration was rescored after this subset was made; the scores below are the new ones"
+        bound = dict(m.get("bound", {}))
+        if "size" in bound:
+            bound["size"] = NO_LIMIT
+        full = query_frame(con, m["sql"], bound)
+    finally:
+        con.close()
+    out["reason"] = _why_out(full, pid, sub["strategy"], params, p, q, m.get("header", {}))
+    return out
+
+
+def _not_scored(con, pid: str, branch: str, iteration: int) -> str:
+    role, flags = con.execute("select role, flags from pairs where pair_id = $p", {"p": pid}).fetchall()[0]
+    if role != "pref":
+        return f"not scored: it is an {role} pair, and filters choose among pref pairs"
+    if "empty_response" in (flags or []):
+        return "not scored: its chosen or rejected response is empty"
+    n = con.execute("select count(*) from generations where pair_id = $p and branch = $b and iteration = $i",
+                    {"p": pid, "b": branch, "i": iteration}).fetchall()[0][0]
+    if not n:
+        return f"not scored: it has no generation in branch {branch!r}, iteration {iteration}"
+    return "not scored in this iteration with this embedding model (only empty generations, or run `curate score`)"
+
+
+def _why_out(full, pid: str, strategy: str, params: dict, pos: float, neg: float, header: dict) -> str:
+    import polars as pl
+
+    floor, size = params.get("floor"), params.get("size")
+    mine = full.filter(pl.col("pair_id") == pid)
+    if mine.height:
+        parts = []
+        group = "picked_by" in full.columns and strategy == "split-even"
+        for row in mine.iter_rows(named=True):
+            pool = full.filter(pl.col("picked_by") == row["picked_by"]) if group else full
+            rank = pool.with_row_index("k").filter(pl.col("pair_id") == pid)["k"][0] + 1
+            keep = ((size + 1) // 2 if row.get("picked_by") == "pos" else size // 2) if group else size
+            last = pool["score"][keep - 1] if "score" in pool.columns and keep <= pool.height else None
+            what = f"the {row['picked_by']} half" if group else "the filter"
+            parts.append(f"a candidate of {what} at rank {rank:,} of {pool.height:,}"
+                         + (f" (score {row['score']:.4f})" if row.get("score") is not None else "")
+                         + f", but only the top {keep:,} are kept"
+                         + (f" (the last kept scored {last:.4f})" if last is not None else ""))
+        return "; ".join(parts)
+    if floor is None:
+        return "the filter does not return it"
+    side = lambda x: f"{x:.4f} {'>' if x > floor else '<='} floor {floor:g}"  # noqa: E731
+    cond = {
+        "overall": "needs both above the floor",
+        "frft": "needs either above the floor",
+        "split-even": "needs pos_sim (pos half) or neg_sim (neg half) above the floor",
+        "negative": "needs neg_sim above the floor",
+        "positive": "needs pos_sim above the floor",
+    }.get(strategy, f"keeps: {header.get('keeps', '?')}")
+    return f"fails the filter's condition: pos_sim {side(pos)}, neg_sim {side(neg)}; {strategy} {cond}"

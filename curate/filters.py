@@ -1,0 +1,320 @@
+"""`curate filter`: run a filter written in SQL over `similarities` and store the subset it picks.
+
+    from curate.filters import run_filter
+    r = run_filter(Workspace("workspace"), strategy="split-even", eps=0.2, size=2000, iteration=1)
+
+A filter is one SELECT (a file in `sql/`, or the user's own) that returns `pair_id` and may return
+`rank`, `score`, `picked_by` and `reason`. The runner binds DuckDB named parameters ($eps, $size,
+$iteration, $branch, $model_id, $aggregate, $distinct, and the user's -p values) and never formats a
+value into SQL text. The result is stored in `subsets` + `subset_pairs`, with a manifest holding the
+SQL text, its hash, the parameters, the embedding model and policy identity, and the counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CurateError
+from .resources import sql_dir
+from .workspace import Workspace, utcnow
+
+if TYPE_CHECKING:
+    import duckdb
+
+STRATEGIES = {
+    "frft": "frft.sql",
+    "overall": "overall.sql",
+    "split-even": "split_even.sql",
+    "negative": "negative.sql",
+    "positive": "positive.sql",
+}
+PAPER_PARTS = ("overall", "split-even", "negative", "positive")  # section 5.3, Parts 1-4
+AGGREGATES = ("mean", "max")
+RESULT_COLUMNS = ("pair_id", "rank", "score", "picked_by", "reason")
+HEADER_KEYS = ("strategy", "keeps", "params", "paper", "returns")
+BUILTIN_PARAMS = ("eps", "size", "iteration", "branch", "model_id", "aggregate", "distinct")
+
+COUNTS_SQL = """
+select count(*) as scored,
+       count(*) filter (where pos > 1 - $eps) as pos_above_floor,
+       count(*) filter (where neg > 1 - $eps) as neg_above_floor,
+       count(*) filter (where pos > 1 - $eps and neg > 1 - $eps) as both_above_floor,
+       count(*) filter (where pos > 1 - $eps or neg > 1 - $eps) as either_above_floor
+from (
+    select case when $aggregate = 'max' then pos_sim_max else pos_sim end as pos,
+           case when $aggregate = 'max' then neg_sim_max else neg_sim end as neg
+    from similarities where branch = $branch and iteration = $iteration and model_id = $model_id
+)
+"""
+
+
+@dataclass
+class FilterSql:
+    path: Path
+    text: str
+    header: dict[str, str]
+    params: set[str]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def strategy(self) -> str:
+        return self.header.get("strategy") or self.path.stem
+
+
+def parse_header(text: str) -> dict[str, str]:
+    """`-- key: value` lines at the top of a filter; indented `--   ...` lines continue the value."""
+    header: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            if line.strip():
+                break
+            continue
+        m = re.match(r"--\s?(\w[\w-]*):\s*(.*)$", line)
+        if m and not line.startswith("--   "):
+            key = m.group(1).lower()
+            header[key] = m.group(2).strip()
+        elif key:
+            header[key] = (header[key] + " " + line[2:].strip()).strip()
+    return header
+
+
+def strategy_path(strategy: str) -> Path:
+    if strategy not in STRATEGIES:
+        raise CurateError(f"Unknown strategy {strategy!r}. Known strategies: {', '.join(STRATEGIES)} "
+                          "(or pass your own with --sql-file FILE).")
+    return sql_dir() / STRATEGIES[strategy]
+
+
+def load_sql(path: Path) -> FilterSql:
+    import duckdb
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CurateError(f"Filter file {path} does not exist.") from None
+    except UnicodeDecodeError as e:
+        raise CurateError(f"{path} is not UTF-8 text ({e}).") from None
+    try:
+        stmts = duckdb.extract_statements(text)
+    except duckdb.Error as e:
+        raise CurateError(f"{path}: the SQL does not parse: {str(e).strip()}") from None
+    if len(stmts) != 1:
+        raise CurateError(f"{path}: a filter is exactly one SELECT statement; found {len(stmts)} statements.")
+    if stmts[0].type.name != "SELECT":
+        raise CurateError(f"{path}: a filter is a SELECT statement, not {stmts[0].type.name}.")
+    return FilterSql(Path(path), text, parse_header(text), set(stmts[0].named_parameters))
+
+
+def scored_model_ids(con: "duckdb.DuckDBPyConnection", branch: str, iteration: int) -> list[str]:
+    return [r[0] for r in con.execute(
+        "select distinct model_id from similarities where branch = $b and iteration = $i order by 1",
+        {"b": branch, "i": iteration}).fetchall()]
+
+
+def latest_iteration(ws: Workspace, branch: str) -> int:
+    con = ws.connect()
+    try:
+        it = con.execute("select max(iteration) from similarities where branch = $b", {"b": branch}).fetchall()[0][0]
+    finally:
+        con.close()
+    if it is None:
+        raise CurateError(f"Nothing is scored on branch {branch!r} yet: run `curate score --iteration N` first.")
+    return int(it)
+
+
+def pick_model_id(con: "duckdb.DuckDBPyConnection", branch: str, iteration: int, model: str | None) -> str:
+    ids = scored_model_ids(con, branch, iteration)
+    if not ids:
+        raise CurateError(f"Iteration {iteration} of branch {branch!r} has no scores: run "
+                          f"`curate score --iteration {iteration}` first (or pick another --iteration).")
+    if model is None:
+        if len(ids) > 1:
+            raise CurateError(f"Iteration {iteration} is scored with several embedding models ({', '.join(ids)}): "
+                              "pick one with --model.")
+        return ids[0]
+    matches = [i for i in ids if i == model or i.startswith(model.rstrip("-") + "-")]
+    if len(matches) != 1:
+        raise CurateError(f"--model {model!r} matches {len(matches)} of the models iteration {iteration} is "
+                          f"scored with ({', '.join(ids)}); give the model_id.")
+    return matches[0]
+
+
+@dataclass
+class FilterResult:
+    name: str
+    subset_id: str
+    strategy: str
+    branch: str
+    iteration: int
+    size: int | None
+    rows: int
+    distinct_pairs: int
+    counts: dict
+    replaced: bool
+    seconds: float
+    manifest: str = ""
+    params: dict = field(default_factory=dict)
+
+    @property
+    def short(self) -> bool:
+        return self.size is not None and self.rows < self.size
+
+
+def default_name(strategy: str, iteration: int, branch: str) -> str:
+    return f"frft-{strategy}-it{iteration}" + ("" if branch == "main" else f"-{branch}")
+
+
+def run_filter(
+    ws: Workspace,
+    strategy: str | None = None,
+    *,
+    sql_file: str | Path | None = None,
+    eps: float = 0.2,
+    size: int = 2000,
+    iteration: int | None = None,
+    branch: str = "main",
+    aggregate: str = "mean",
+    distinct: bool = False,
+    model: str | None = None,
+    name: str | None = None,
+    user_params: dict[str, Any] | None = None,
+) -> FilterResult:
+    """Run one filter and store its subset (replacing a subset of the same name)."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    ws.require()
+    if (strategy is None) == (sql_file is None):
+        raise CurateError("Give a --strategy or a --sql-file (one of them).")
+    if not 0 < eps <= 2:
+        raise CurateError(f"--eps must be in (0, 2] (cosine similarity floor 1 - eps lies in [-1, 1)); got {eps}.")
+    if size < 1:
+        raise CurateError(f"--size must be at least 1; got {size}.")
+    if aggregate not in AGGREGATES:
+        raise CurateError(f"--aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}.")
+    flt = load_sql(strategy_path(strategy) if strategy else Path(sql_file))
+    user_params = dict(user_params or {})
+    clash = sorted(set(user_params) & set(BUILTIN_PARAMS))
+    if clash:
+        raise CurateError(f"-p {clash[0]} is set by the runner: use --{clash[0].replace('_', '-')} instead.")
+    unused = sorted(set(user_params) - flt.params)
+    if unused:
+        raise CurateError(f"{flt.path} does not use parameter(s) {', '.join('$' + u for u in unused)} "
+                          f"(it uses {', '.join(sorted('$' + p for p in flt.params)) or 'none'}).")
+    missing = sorted(flt.params - set(BUILTIN_PARAMS) - set(user_params))
+    if missing:
+        raise CurateError(f"{flt.path} uses {', '.join('$' + m for m in missing)} with no value: pass "
+                          + " ".join(f"-p {m} VALUE" for m in missing) + ".")
+    if distinct and "distinct" not in flt.params:
+        raise CurateError(f"--distinct applies to split-even (filters that use $distinct); {flt.path.name} does not.")
+    if iteration is None:
+        iteration = latest_iteration(ws, branch)
+
+    # the lock and transaction cover the whole step: a filter that fails leaves nothing behind
+    with ws.lock("curate filter"), ws.transaction("curate filter") as tx:
+        con = ws.connect()
+        try:
+            model_id = pick_model_id(con, branch, iteration, model)
+            values = {"eps": float(eps), "size": int(size), "iteration": int(iteration), "branch": branch,
+                      "model_id": model_id, "aggregate": aggregate, "distinct": bool(distinct), **user_params}
+            bound = {k: v for k, v in values.items() if k in flt.params}
+            try:
+                con.execute(f"create temp table picked_raw as {flt.text}", bound)
+            except duckdb.Error as e:
+                raise CurateError(f"{flt.path}: the filter failed: {str(e).strip()}") from None
+            _conform(con, flt.path)
+            counts = dict(zip(
+                ("scored", "pos_above_floor", "neg_above_floor", "both_above_floor", "either_above_floor"),
+                con.execute(COUNTS_SQL, {k: values[k] for k in ("eps", "branch", "iteration", "model_id",
+                                                                   "aggregate")}).fetchall()[0]))
+            unknown, example = con.execute(
+                "select count(*), min(pair_id) from picked anti join pairs using (pair_id)").fetchall()[0]
+            if unknown:
+                raise CurateError(f"{flt.path} returned {unknown:,} pair_id(s) that are not in `pairs` "
+                                  f"(e.g. {example!r}): a filter must return ids from the pairs table.")
+            rows, distinct_pairs, pairs_digest = con.execute(
+                "select count(*), count(distinct pair_id), md5(coalesce(string_agg(pair_id || ':' || rank || ':' || "
+                "picked_by, ',' order by rank, pair_id, picked_by), '')) from picked").fetchall()[0]
+            by = dict(con.execute("select picked_by, count(*) from picked group by 1 order by 1").fetchall())
+            policies = [r[0] for r in con.execute(
+                "select distinct policy from generations where branch = $b and iteration = $i order by 1",
+                {"b": branch, "i": iteration}).fetchall()]
+            cur = con.execute("select * exclude (created_at) from embedding_models where model_id = $m", {"m": model_id})
+            model_row = dict(zip([d[0] for d in cur.description], cur.fetchone() or ())) or {"model_id": model_id}
+
+            strategy_name = strategy or flt.strategy
+            name = name or (default_name(strategy, iteration, branch) if strategy
+                            else default_name(flt.path.stem, iteration, branch).removeprefix("frft-"))
+            params = {"eps": eps, "floor": round(1 - eps, 12), "size": size, "aggregate": aggregate,
+                      "distinct": distinct, "model_id": model_id, **({"user": user_params} if user_params else {})}
+            counts.update(rows=rows, distinct_pairs=distinct_pairs, picked_twice=rows - distinct_pairs,
+                          picked_by={str(k): int(v) for k, v in by.items()})
+            key = json.dumps([name, flt.sha256, params, branch, iteration, pairs_digest], sort_keys=True)
+            subset_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+            created = utcnow()
+            tx.remove("subsets", old := ws.files("subsets", key=name))
+            tx.remove("subset_pairs", ws.files("subset_pairs", key=name))
+            if rows:
+                tx.copy("subset_pairs", con, "select $subset_id as subset_id, pair_id, rank, score, picked_by, "
+                        "reason from picked order by rank, pair_id, picked_by", {"subset_id": subset_id}, key=name)
+            tx.copy("subsets", con, "select $subset_id as subset_id, $name as name, $strategy as strategy, "
+                    "$branch as branch, $iteration as iteration, $params as params, $sha as sql_sha256, "
+                    "$counts as counts, cast($created as timestamp) as created_at",
+                    {"subset_id": subset_id, "name": name, "strategy": strategy_name, "branch": branch,
+                     "iteration": iteration, "params": json.dumps(params, sort_keys=True), "sha": flt.sha256,
+                     "counts": json.dumps(counts, sort_keys=True), "created": created.replace("Z", "")},
+                    key=name)
+        finally:
+            con.close()  # before the commit, which rewrites the catalog this connection has open
+    from .provenance import versions
+
+    manifest = ws.write_manifest("filter", subset_id, {
+        "step": "filter", "subset_id": subset_id, "name": name, "strategy": strategy_name,
+        "branch": branch, "iteration": iteration, "params": params, "bound": bound,
+        "sql_file": str(flt.path), "sql_sha256": flt.sha256, "sql": flt.text, "header": flt.header,
+        "embedding_model": model_row, "policies": policies, "counts": counts, "created_at": created,
+        "similarities_files": sorted(p.name for p in ws.files("similarities",
+                                                                key=f"{branch}-it{iteration}-{model_id}")),
+        "versions": versions(("duckdb",)),
+    })
+    return FilterResult(name, subset_id, strategy_name, branch, iteration, size if "size" in flt.params else None,
+                        rows, distinct_pairs, counts, bool(old), time.perf_counter() - t0, str(manifest), params)
+
+
+def _conform(con: "duckdb.DuckDBPyConnection", path: Path) -> None:
+    """Check the filter's result against the contract and make the temp table `picked` from it."""
+    import duckdb
+
+    cols = [r[0] for r in con.execute("describe picked_raw").fetchall()]
+    if "pair_id" not in cols:
+        raise CurateError(f"{path} returns columns {', '.join(cols) or '(none)'} but no pair_id: a filter must "
+                          f"return pair_id (and may return {', '.join(RESULT_COLUMNS[1:])}).")
+    extra = [c for c in cols if c not in RESULT_COLUMNS]
+    if extra:
+        raise CurateError(f"{path} returns column(s) {', '.join(extra)} that a filter may not: the contract is "
+                          f"pair_id plus optional {', '.join(RESULT_COLUMNS[1:])}. Drop or rename them.")
+    nulls = con.execute("select count(*) from picked_raw where pair_id is null").fetchall()[0][0]
+    if nulls:
+        raise CurateError(f"{path} returned {nulls} rows with a NULL pair_id.")
+    rank = "rank" if "rank" in cols else "row_number() over ()"  # no rank: the order the filter returned
+    exprs = [
+        "cast(pair_id as varchar) as pair_id",
+        f"cast({rank} as integer) as rank",
+        f"cast({'score' if 'score' in cols else 'null'} as double) as score",
+        f"cast({'picked_by' if 'picked_by' in cols else chr(39) + 'sql' + chr(39)} as varchar) as picked_by",
+        f"cast({'reason' if 'reason' in cols else 'null'} as varchar) as reason",
+    ]
+    try:
+        con.execute(f"create temp table picked as select {', '.join(exprs)} from picked_raw")
+    except duckdb.Error as e:
+        raise CurateError(f"{path}: rank must be an integer and score a number ({str(e).strip()}).") from None

@@ -1,0 +1,22 @@
+-- strategy: positive
+-- keeps: pairs whose policy sample is close to the preferred response (pos_sim > 1 - $eps);
+--   the top $size by pos_sim
+-- params: eps, size, iteration, branch, model_id, aggregate
+-- paper: FRFT section 5.3, Part 4
+-- returns: pair_id, rank, score, picked_by
+with scored as (
+    select pair_id,
+           case when $aggregate = 'max' then pos_sim_max else pos_sim end as pos
+    from similarities
+    where branch = $branch and iteration = $iteration and model_id = $model_id
+),
+picked as (
+    select pair_id, pos as score, 'pos' as picked_by
+    from scored
+    where pos > 1 - $eps
+    order by score desc, pair_id
+    limit $size
+)
+select pair_id, row_number() over (order by score desc, pair_id) as rank, score, picked_by
+from picked
+order by rank
