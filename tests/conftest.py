@@ -109,3 +109,19 @@ def real_ws(tmp_path_factory, shared_hh) -> Path:
     root = tmp_path_factory.mktemp("real") / "ws"
     ingest(Workspace(root), [str(shared_hh)], sft_fraction=0.5, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One CURATE_CACHE for the tests of the packaged default policy, so its GGUF is converted once per session."""
+    return tmp_path_factory.mktemp("policy_cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_home_cache(tmp_path_factory):
+    """No test writes to ~/.cache/curate: fingerprints, ONNX exports and policies go to a session tmp dir
+    (modules that need their own set CURATE_CACHE again)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CURATE_CACHE", str(tmp_path_factory.mktemp("curate-cache")))
+    yield
+    mp.undo()
