@@ -58,6 +58,10 @@ def generate(workspace, model, revision, iteration, branch, top_k, top_p, temper
     from ..progress import generation_progress
     from ..workspace import Workspace
 
+    if quiet:  # transformers' own bars (weight loading, the one-time GGUF conversion) go quiet too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     params = GenerateParams(top_k=top_k, top_p=top_p, temperature=temperature, max_new_tokens=max_new_tokens,
                             samples=samples, seed=seed, chat_template=chat_template)
     with generation_progress(quiet) as progress:
