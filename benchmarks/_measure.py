@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
+from pathlib import Path
+
+
+def measure(task: str, *args: str, env: dict | None = None) -> dict:
+    """Run MODULE:FUNCTION(*args) in a fresh interpreter; its {seconds, peak_rss_bytes, result}."""
+    out = subprocess.run([sys.executable, str(Path(__file__)), task, *args], check=True, capture_output=True,
+                         text=True, env={**os.environ, **(env or {})})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
 
 if __name__ == "__main__":
     t0 = time.perf_counter()

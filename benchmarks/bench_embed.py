@@ -29,16 +29,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
+from _measure import measure  # noqa: E402
 
 from curate.provenance import versions  # noqa: E402
 
 BENCH_MODEL_ID = "bench-random-384"
 
 
-def measure(task: str, *args: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "_measure.py"), task, *args], check=True,
-                         capture_output=True, text=True, env={**os.environ, **(env or {})})
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def curate(*args: str, env: dict | None = None) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,15 +25,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _measure import measure  # noqa: E402
 from curate.provenance import versions  # noqa: E402
 
 STRATEGIES = ("frft", "overall", "split-even", "negative", "positive")
 
 
-def measure(task: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "_measure.py"), task, *args], check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def synth_workspace(root: Path, n: int, seed: int = 0) -> None:

@@ -25,14 +25,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
+from _measure import measure  # noqa: E402
 
 from curate.provenance import versions  # noqa: E402
 
 
-def measure(task: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "_measure.py"), task, *args], check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

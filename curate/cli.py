@@ -175,7 +175,7 @@ def sql(query, sql_file, params, write, max_rows, width, workspace, fmt, output)
       curate sql "select role, count(*) from pairs group by role"
       curate sql --file q.sql -p min_len 20 --format csv > out.csv
     """
-    from .query import parse_value, run, write_result
+    from .query import parse_value, run
     from .workspace import Workspace
 
     if (query is None) == (sql_file is None):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-from .errors import CurateError
 from .lookup import resolve_pair_id, subset_row
 from .workspace import Workspace, query_frame
 
@@ -18,7 +17,6 @@ NO_LIMIT = 2**30  # "no size limit" that still leaves room for ($size + 1) // 2 
 
 
 def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
-    import polars as pl
 
     ws.require()
     con = ws.connect()

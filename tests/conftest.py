@@ -125,3 +125,48 @@ def _no_home_cache(tmp_path_factory):
     mp.setenv("CURATE_CACHE", str(tmp_path_factory.mktemp("curate-cache")))
     yield
     mp.undo()
+
+
+# (pos_sim, neg_sim) per pair for filter/export tests; dyadic values so sums are exact, and two scores sit
+# exactly on the floor 1 - 0.2 = 0.8 (not above it).
+HAND_SIMS = {
+    "p0": (0.9375, 0.75),
+    "p1": (0.90625, 0.90625),
+    "p2": (0.875, 0.875),
+    "p3": (0.8, 0.9375),
+    "p4": (0.75, 0.875),
+    "p5": (0.875, 0.5),
+    "p6": (0.875, 0.8125),
+    "p7": (0.5, 0.5),
+    "p8": (0.8125, 1.0),
+    "p9": (0.96875, 0.8),
+}
+
+
+def hand_scored_ws(cli, tmp_path: Path) -> Workspace:
+    """Ten pref pairs p0..p9 scored by hand in iteration 1 (model m-1, one sample each), p7 alone in
+    iteration 2; p7 has a second, much closer sample that only --aggregate max sees (pos_sim_max 0.99).
+    The workspace gets .ids (name -> pair_id), .name_of (pair_id -> name) and .src (the ingested file)."""
+    import polars as pl
+
+    src = write_jsonl(tmp_path / "data" / "harmless-base" / "train.jsonl",
+                      [hh_row(f"question {i}?", f"good {i}", f"bad {i}") for i in range(10)])
+    root = tmp_path / "ws"
+    assert cli("ingest", src, "-w", root, "-q").exit_code == 0
+    ws = Workspace(root)
+    ids = dict(query(root, "select 'p' || (source_row::varchar), pair_id from pairs"))
+    pos, neg = [v[0] for v in HAND_SIMS.values()], [v[1] for v in HAND_SIMS.values()]
+    sims = pl.DataFrame({
+        "branch": "main", "iteration": 1, "pair_id": [ids[k] for k in HAND_SIMS], "model_id": "m-1",
+        "pos_sim": pos, "neg_sim": neg, "pos_sim_max": pos, "neg_sim_max": neg, "n_samples": 1,
+    })
+    p7 = pl.col("pair_id") == ids["p7"]
+    sims = sims.with_columns(pos_sim_max=pl.when(p7).then(0.99).otherwise("pos_sim_max"),
+                             n_samples=pl.when(p7).then(2).otherwise("n_samples"))
+    with ws.transaction() as tx:
+        tx.add("similarities", sims, key="main-it1-m-1")
+        tx.add("similarities", sims.filter(p7).with_columns(iteration=pl.lit(2)), key="main-it2-m-1")
+    ws.ids = ids
+    ws.name_of = {v: k for k, v in ids.items()}
+    ws.src = src
+    return ws

@@ -16,47 +16,23 @@ import pytest
 from curate.errors import CurateError
 from curate.export import COLUMNS, DATA_FILE, PROVENANCE_KEY, export_subset, push_to_hub
 from curate.filters import run_filter, strategy_path
-from curate.workspace import Workspace
 
-from .conftest import hh_row, query, write_jsonl
+from .conftest import HAND_SIMS, hand_scored_ws, query
 from .hub_server import HubServer, point_hf_client_at
 
 COLS = [c[0] for c in COLUMNS]
 TOKEN = "hf_exportTestToken_9f8e7d"
-# (pos_sim, neg_sim) per pair, as in tests/test_filter.py: with eps 0.2 and size 6, split-even picks
-# p9, p0, p1 (pos half) and p8, p3, p1 (neg half): p1 twice.
-TABLE = {
-    "p0": (0.9375, 0.75), "p1": (0.90625, 0.90625), "p2": (0.875, 0.875), "p3": (0.8, 0.9375),
-    "p4": (0.75, 0.875), "p5": (0.875, 0.5), "p6": (0.875, 0.8125), "p7": (0.5, 0.5), "p8": (0.8125, 1.0),
-    "p9": (0.96875, 0.8),
-}
+# with eps 0.2 and size 6, split-even picks p9, p0, p1 (pos half) and p8, p3, p1 (neg half): p1 twice
+TABLE = HAND_SIMS
 SPLIT_EVEN = "frft-split-even-it1"
 
 
 @pytest.fixture
 def ews(cli, tmp_path, monkeypatch):
-    """Ten pref pairs scored by hand (iteration 1, model m-1; p7 alone in iteration 2) and a split-even subset."""
+    """The hand-scored workspace of conftest with a split-even subset (eps 0.2, size 6)."""
     monkeypatch.chdir(tmp_path)  # the default target datasets_out/ lands here, not in the repository
-    src = write_jsonl(tmp_path / "data" / "harmless-base" / "train.jsonl",
-                      [hh_row(f"question {i}?", f"good {i}", f"bad {i}") for i in range(10)])
-    root = tmp_path / "ws"
-    assert cli("ingest", src, "-w", root, "-q").exit_code == 0
-    ws = Workspace(root)
-    ids = dict(query(root, "select 'p' || (source_row::varchar), pair_id from pairs"))
-    sims = pl.DataFrame({
-        "branch": "main", "iteration": 1, "pair_id": [ids[k] for k in TABLE], "model_id": "m-1",
-        "pos_sim": [v[0] for v in TABLE.values()], "neg_sim": [v[1] for v in TABLE.values()],
-        "pos_sim_max": [v[0] for v in TABLE.values()], "neg_sim_max": [v[1] for v in TABLE.values()],
-        "n_samples": 1,
-    })
-    with ws.transaction() as tx:
-        tx.add("similarities", sims, key="main-it1-m-1")
-        tx.add("similarities", sims.filter(pl.col("pair_id") == ids["p7"]).with_columns(iteration=pl.lit(2)),
-               key="main-it2-m-1")
+    ws = hand_scored_ws(cli, tmp_path)
     run_filter(ws, "split-even", eps=0.2, size=6, iteration=1)
-    ws.ids = ids
-    ws.name_of = {v: k for k, v in ids.items()}
-    ws.src = src
     return ws
 
 

@@ -4,58 +4,21 @@ from __future__ import annotations
 
 import json
 
-import polars as pl
 import pytest
 
 from curate.errors import CurateError
 from curate.explain import explain
 from curate.filters import BUILTIN_PARAMS, HEADER_KEYS, STRATEGIES, load_sql, run_filter, strategy_path
 from curate.resources import sql_dir
-from curate.workspace import Workspace
 
-from .conftest import hh_row, query, write_jsonl
+from .conftest import HAND_SIMS, hand_scored_ws, query
 
-# (pos_sim, neg_sim) per pair; dyadic values so sums are exact, and two scores sit exactly on the
-# floor 1 - 0.2 = 0.8 (not above it). eps = 0.2 throughout unless said.
-TABLE = {
-    "p0": (0.9375, 0.75),
-    "p1": (0.90625, 0.90625),
-    "p2": (0.875, 0.875),
-    "p3": (0.8, 0.9375),
-    "p4": (0.75, 0.875),
-    "p5": (0.875, 0.5),
-    "p6": (0.875, 0.8125),
-    "p7": (0.5, 0.5),
-    "p8": (0.8125, 1.0),
-    "p9": (0.96875, 0.8),
-}
+TABLE = HAND_SIMS  # eps = 0.2 throughout unless said
 
 
 @pytest.fixture
 def fws(cli, tmp_path):
-    """Ten pref pairs scored by hand in iteration 1 (one sample each) and p7 alone in iteration 2."""
-    src = write_jsonl(tmp_path / "data" / "harmless-base" / "train.jsonl",
-                      [hh_row(f"question {i}?", f"good {i}", f"bad {i}") for i in range(10)])
-    root = tmp_path / "ws"
-    assert cli("ingest", src, "-w", root, "-q").exit_code == 0
-    ws = Workspace(root)
-    ids = dict(query(root, "select 'p' || (source_row::varchar), pair_id from pairs"))
-    sims = pl.DataFrame({
-        "branch": "main", "iteration": 1, "pair_id": [ids[k] for k in TABLE], "model_id": "m-1",
-        "pos_sim": [v[0] for v in TABLE.values()], "neg_sim": [v[1] for v in TABLE.values()],
-        "pos_sim_max": [v[0] for v in TABLE.values()], "neg_sim_max": [v[1] for v in TABLE.values()],
-        "n_samples": 1,
-    })
-    # p7 has a second, much closer sample: only --aggregate max sees it
-    sims = sims.with_columns(pos_sim_max=pl.when(pl.col("pair_id") == ids["p7"]).then(0.99).otherwise("pos_sim_max"),
-                             n_samples=pl.when(pl.col("pair_id") == ids["p7"]).then(2).otherwise("n_samples"))
-    with ws.transaction() as tx:
-        tx.add("similarities", sims, key="main-it1-m-1")
-        tx.add("similarities", sims.filter(pl.col("pair_id") == ids["p7"]).with_columns(iteration=pl.lit(2)),
-               key="main-it2-m-1")
-    ws.ids = ids
-    ws.name_of = {v: k for k, v in ids.items()}
-    return ws
+    return hand_scored_ws(cli, tmp_path)
 
 
 def by_id(ws, *names):
