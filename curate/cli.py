@@ -213,8 +213,10 @@ def _register() -> None:
     from .commands.generations import generations
     from .commands.neighbors import neighbors
     from .commands.report import report
+    from .commands.train import eval_, train
 
-    for cmd in (generations, generate, embed, score, neighbors, filter_, subsets, explain, report, export):
+    for cmd in (generations, generate, embed, score, neighbors, filter_, subsets, explain, report, export, train,
+                eval_):
         main.add_command(cmd)
 
 

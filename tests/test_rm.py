@@ -1,0 +1,266 @@
+"""Reward model training and evaluation (issue #6) on tiny models built here, on real workspaces on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+
+from curate.errors import CurateError
+from curate.filters import run_filter
+from curate.workspace import Workspace
+
+from .conftest import hh_row, query, write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+N_PAIRS = 64
+
+
+def tiny_lm(folder: Path, corpus: list[str], pad: bool = True) -> Path:
+    """A one-layer Llama causal LM with a word-level tokenizer trained on `corpus` (eos </s>, pad <pad>)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "</s>"] + (["<pad>"] if pad else [])
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=specials))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>",
+                                   **({"pad_token": "<pad>"} if pad else {}))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def good_bad_rows(n: int, start: int = 0) -> list[dict]:
+    """The learnable signal: the chosen answer ends with 'good', the rejected one with 'bad'."""
+    return [hh_row(f"question {i} about topic {i % 7}?", f"answer {i % 5} is good", f"answer {i % 5} is bad")
+            for i in range(start, start + n)]
+
+
+CORPUS = ["Human: Assistant: question about topic answer is good bad ? " + " ".join(map(str, range(200)))]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tiny_lm(tmp_path_factory.mktemp("base") / "lm", CORPUS)
+
+
+@pytest.fixture(scope="module")
+def rm_ws(tmp_path_factory) -> Workspace:
+    """64 training pairs (split train) in subset 'gb', 16 held-out pairs (split test), and an empty subset."""
+    from curate.ingest import ingest
+
+    tmp = tmp_path_factory.mktemp("rmws")
+    train = write_jsonl(tmp / "data" / "harmless-base" / "train.jsonl", good_bad_rows(N_PAIRS))
+    test = write_jsonl(tmp / "data" / "harmless-base" / "test.jsonl", good_bad_rows(16, start=1000))
+    ws = Workspace(tmp / "ws")
+    ingest(ws, [str(train), str(test)])
+    ids = [r[0] for r in query(ws.root, "select pair_id from pairs where split = 'train' order by pair_id")]
+    sims = pl.DataFrame({"branch": "main", "iteration": 1, "pair_id": ids, "model_id": "m-1", "pos_sim": 0.9,
+                         "neg_sim": 0.5, "pos_sim_max": 0.9, "neg_sim_max": 0.5, "n_samples": 1})
+    with ws.transaction() as tx:
+        tx.add("similarities", sims, key="main-it1-m-1")
+    run_filter(ws, "positive", eps=0.2, size=1000, iteration=1, name="gb")
+    run_filter(ws, "positive", eps=0.01, size=1000, iteration=1, name="empty")  # floor 0.99: nothing passes
+    return ws
+
+
+def rm_config(base, out, **kw):
+    from train.rm import RMConfig
+
+    defaults = {"base": str(base), "output": str(out), "learning_rate": 3e-3, "epochs": 4, "batch_size": 8,
+                "max_length": 64, "quiet": True}
+    return RMConfig(**(defaults | kw))
+
+
+# -- training --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(base, rm_ws, tmp_path_factory):
+    from train.rm import train_rm
+
+    return train_rm(rm_config(base, tmp_path_factory.mktemp("rm") / "rm", subset="gb",
+                              workspace=str(rm_ws.root)))
+
+
+def test_reward_model_learns_the_signal(trained, rm_ws):
+    from train.data import load_preferences
+    from train.rm import score_pairs
+
+    assert (trained.rows, trained.trained_rows, trained.dropped_long) == (N_PAIRS, N_PAIRS, 0)
+    rows = load_preferences(str(rm_ws.root), subset="gb").dataset
+    rc, rr = score_pairs(trained.output, rows)
+    acc = sum(c > r for c, r in zip(rc, rr)) / len(rc)
+    assert acc >= 0.8, acc
+    assert trained.metrics["accuracy"] >= 0.8  # RewardTrainer's own metric, still logged by the override
+
+
+def test_record_beside_the_checkpoint(trained, rm_ws):
+    from train.data import sha256_file
+
+    rec = json.loads((trained.output / "curate_train.json").read_text())
+    (sid,) = query(rm_ws.root, "select subset_id from subsets where name = 'gb'")[0]
+    assert rec["subset"] == "gb" and rec["subset_id"] == sid
+    assert rec["manifest_sha256"] == sha256_file(rm_ws.manifests_dir / f"filter-{sid}.json")
+    assert rec["config"]["learning_rate"] == 3e-3 and rec["counts"]["dropped_long"] == 0
+    assert rec["base_model"].endswith("lm") and {"torch", "transformers", "trl"} <= set(rec["versions"])
+    assert (trained.output / "config.json").is_file()
+
+
+def test_default_learning_rate_is_the_papers():
+    from train.rm import RMConfig
+
+    assert RMConfig(base="b", output="o").learning_rate == 9e-6
+
+
+# -- the loss override -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trainer(base, tmp_path_factory):
+    import datasets
+    from trl import RewardConfig
+
+    from train.rm import _trainer_class, load_reward_model, tokenize_rows
+
+    model, tok, _ = load_reward_model(base)
+    rows = datasets.Dataset.from_list([{"prompt": "question 1 ?", "chosen": " good", "rejected": " bad"}])
+    ds, _ = tokenize_rows(rows, tok, 64)
+    args = RewardConfig(output_dir=str(tmp_path_factory.mktemp("loss")), report_to="none", bf16=False,
+                        activation_checkpointing=False, use_cpu=True)
+    return _trainer_class()(model=model, args=args, train_dataset=ds, processing_class=tok)
+
+
+def stub_model(logits):
+    """A model whose rewards we choose: chosen rows first, then rejected (DataCollatorForPreference's order)."""
+    return lambda **inputs: SimpleNamespace(logits=torch.tensor(logits).unsqueeze(-1))
+
+
+def closed_form(rc, rr, margin, a):
+    d = torch.tensor(rc) - torch.tensor(rr) - torch.tensor(margin)
+    return (-(1 - a) * torch.log(torch.sigmoid(d)) - a * torch.log(torch.sigmoid(-d))).mean()
+
+
+@pytest.mark.parametrize("margin, a", [([0.5, 0.0, 2.0], 0.0), ([0.0, 0.0, 0.0], 0.1), ([1.0, -0.5, 0.25], 0.2)],
+                         ids=["margin", "label-smoothing", "both"])
+def test_loss_is_the_formula(trainer, margin, a):
+    rc, rr = [1.5, -0.25, 0.75], [0.5, 0.5, -1.0]
+    trainer.label_smoothing = a
+    inputs = {"input_ids": torch.zeros(6, 3, dtype=torch.long), "attention_mask": torch.ones(6, 3, dtype=torch.long),
+              "margin": torch.tensor(margin)}
+    loss = trainer.compute_loss(stub_model(rc + rr), inputs)
+    torch.testing.assert_close(loss, closed_form(rc, rr, margin, a))
+    mode = "train" if trainer.model.training else "eval"
+    assert trainer._metrics[mode]["accuracy"][-1] == pytest.approx(2 / 3)
+    assert trainer._metrics[mode]["margin"][-1] == pytest.approx((1.0 - 0.75 + 1.75) / 3)
+
+
+def test_loss_without_margin_column_is_plain_bradley_terry(trainer):
+    trainer.label_smoothing = 0.0
+    inputs = {"input_ids": torch.zeros(4, 2, dtype=torch.long), "attention_mask": torch.ones(4, 2, dtype=torch.long)}
+    loss = trainer.compute_loss(stub_model([2.0, 0.0, 1.0, 1.0]), inputs)
+    torch.testing.assert_close(loss, closed_form([2.0, 0.0], [1.0, 1.0], [0.0, 0.0], 0.0))
+
+
+# -- long rows, pad token, bad input -----------------------------------------------------------------
+@pytest.fixture
+def long_data(tmp_path) -> Path:
+    """10 rows: 7 short (about 12 tokens), 3 whose prompt alone is 100 tokens."""
+    rows = [{"prompt": f"question {i} ?", "chosen": " answer is good", "rejected": " answer is bad"} for i in range(7)]
+    rows += [{"prompt": " ".join(["topic"] * 100), "chosen": " good", "rejected": " bad"} for _ in range(3)]
+    return write_jsonl(tmp_path / "long.jsonl", rows)
+
+
+def test_rows_longer_than_max_length_are_counted(base, long_data, tmp_path):
+    from train.rm import train_rm
+
+    r = train_rm(rm_config(base, tmp_path / "drop", data=str(long_data), epochs=1, max_length=40))
+    assert (r.rows, r.trained_rows, r.dropped_long, r.truncated) == (10, 7, 3, 0)
+    assert any("3 of 10 rows are longer than max_length 40" in m for m in r.messages)
+    rec = json.loads((tmp_path / "drop" / "curate_train.json").read_text())
+    assert rec["counts"]["dropped_long"] == 3 and rec["counts"]["trained_rows"] == 7
+    assert rec["data"]["kind"] == "data" and len(rec["data"]["sha256"]) == 64
+
+    r = train_rm(rm_config(base, tmp_path / "trunc", data=str(long_data), epochs=1, max_length=40,
+                           long_rows="truncate"))
+    assert (r.trained_rows, r.dropped_long, r.truncated) == (10, 0, 3)
+
+
+def test_base_without_pad_token_gets_eos_and_says_so(tmp_path, rm_ws):
+    from transformers import AutoConfig
+
+    from train.rm import train_rm
+
+    nopad = tiny_lm(tmp_path / "nopad", CORPUS, pad=False)
+    r = train_rm(rm_config(nopad, tmp_path / "out", subset="gb", workspace=str(rm_ws.root), epochs=1))
+    assert r.pad_token_set
+    assert any("has no pad token: using its eos token '</s>' as pad" in m for m in r.messages)
+    rec = json.loads((tmp_path / "out" / "curate_train.json").read_text())
+    assert rec["pad_token"]["set_to_eos"] is True and rec["pad_token"]["token"] == "</s>"
+    assert AutoConfig.from_pretrained(tmp_path / "out").pad_token_id == rec["pad_token"]["id"]
+
+
+def test_empty_subset_is_a_clear_error(cli, base, rm_ws, tmp_path):
+    r = cli("train", "rm", "--base", base, "--subset", "empty", "-w", rm_ws.root, "-o", tmp_path / "o", "-q")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: Subset 'empty' (subset_id ")
+    assert "has 0 rows: there is nothing to train on" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_subset_and_folder_without_columns(base, rm_ws, tmp_path):
+    from train.data import load_preferences
+
+    with pytest.raises(CurateError, match="No subset named 'nosuch'. Known subsets: empty, gb."):
+        load_preferences(str(rm_ws.root), subset="nosuch")
+    folder = tmp_path / "export"
+    write_jsonl(folder / "data" / "train.jsonl", [{"prompt": "a", "response": "b"}])
+    with pytest.raises(CurateError, match=r"has no column\(s\) chosen, rejected \(it has prompt, response\)"):
+        load_preferences(data=str(folder))
+
+
+def test_exported_folder_trains_and_is_recorded(base, rm_ws, tmp_path):
+    from curate.export import export_subset
+    from train.rm import train_rm
+
+    folder = export_subset(rm_ws, "gb", to=tmp_path / "gb").path
+    r = train_rm(rm_config(base, tmp_path / "rm", data=str(folder), epochs=1))
+    assert r.trained_rows == N_PAIRS
+    assert r.record["subset"] == "gb" and r.record["data"]["provenance_sha256"]
+
+
+# -- the command line --------------------------------------------------------------------------------
+def test_cli_train_and_eval(cli, trained, rm_ws, base, tmp_path):
+    r = cli("train", "rm", "--base", base, "--subset", "gb", "-w", rm_ws.root, "-o", tmp_path / "rm",
+            "--epochs", "1", "--max-length", "64", "--label-smoothing", "0.1")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == f"{tmp_path / 'rm'}\n"
+    assert "trained on 64 of 64 rows (0 dropped as too long, 0 truncated)" in r.stderr
+    assert json.loads((tmp_path / "rm" / "curate_train.json").read_text())["config"]["label_smoothing"] == 0.1
+
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root)
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.stdout and "mean margin" in r.stdout and "split = 'test'" in r.stdout
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--json")
+    res = json.loads(r.stdout)
+    assert res["pairs"] == 16 and res["accuracy"] >= 0.8 and res["mean_margin"] > 0
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--json", "--where", "split = 'train'")
+    assert json.loads(r.stdout)["pairs"] == N_PAIRS
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--where", "split = 'nope'")
+    assert r.exit_code == 1 and "No pairs match \"split = 'nope'\"" in r.stderr
+
+
+def test_cli_train_ppo_runs_a_step_against_the_reward_model(cli, trained, base, tmp_path):
+    pytest.importorskip("train.ppo")
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"question {i} about topic 1 ?"} for i in range(2)])
+    r = cli("train", "ppo", "--policy", base, "--reward", trained.output, "-o", tmp_path / "ppo", "--prompts", prompts,
+            "--steps", "1", "--batch-size", "2", "--mini-batch-size", "1", "--max-new-tokens", "3", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.splitlines()[-1])["step"] == 1

@@ -1,0 +1,185 @@
+"""Training data for the trainers: preference rows (prompt, chosen, rejected[, margin]) and SFT rows.
+
+    from train.data import load_preferences, load_sft, load_eval_pairs
+    prefs = load_preferences(workspace="workspace", subset="frft-split-even-it1")   # a curate subset
+    prefs = load_preferences(data="datasets_out/frft-split-even-it1")               # an exported folder
+    prefs.dataset        # datasets.Dataset: prompt, chosen, rejected (+ margin, pair_id when present)
+    prefs.source         # what was read, with the subset id and its filter manifest's sha256
+
+Every row is TRL's standard preference format with an explicit prompt (`prompt + chosen` is the chosen
+transcript), which is what `curate export` writes and `trl.RewardTrainer` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from curate.errors import CurateError
+
+if TYPE_CHECKING:
+    import datasets
+
+REQUIRED = ("prompt", "chosen", "rejected")
+OPTIONAL = ("margin", "pair_id")
+
+EMPTY_SUBSET_FIX = (
+    "Subset {name!r} (subset_id {subset_id}) has 0 rows: there is nothing to train on. Make a bigger one with a "
+    "lower similarity floor (`curate filter --strategy ... --eps ...`, the floor is 1 - eps) and check it with "
+    "`curate subsets {name}`."
+)
+NO_SFT_FIX = (
+    "The workspace {root} has no pairs with role 'sft', so there is nothing to fine-tune on. Ingest with "
+    "`curate ingest FILE --sft-fraction 0.5` (the paper gives half of HH-RLHF to SFT)."
+)
+MISSING_COLUMNS_FIX = (
+    "{path} has no column(s) {missing} (it has {have}). Preference data needs prompt, chosen and rejected "
+    "(TRL's explicit-prompt format, as `curate export` writes it); rename the columns or re-export the subset."
+)
+
+
+@dataclass
+class Rows:
+    """A datasets.Dataset and a record of where it came from (for curate_train.json)."""
+
+    dataset: datasets.Dataset
+    source: dict = field(default_factory=dict)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_preferences(workspace: str | os.PathLike | None = None, subset: str | None = None,
+                     data: str | os.PathLike | None = None) -> Rows:
+    """Preference rows from a workspace subset (by name or subset_id) or from an exported folder/parquet/jsonl."""
+    if (subset is None) == (data is None):
+        raise CurateError("Give either a subset of the workspace (--subset NAME) or a dataset (--data PATH), "
+                          "one of them.")
+    if subset is not None:
+        return _from_subset(workspace, subset)
+    return _from_path(Path(data))
+
+
+def _from_subset(workspace, subset: str) -> Rows:
+    import datasets
+
+    from curate.export import _read_subset
+    from curate.workspace import Workspace
+
+    ws = Workspace(workspace).require()
+    table, row, _ = _read_subset(ws, subset)
+    if table.num_rows == 0:
+        raise CurateError(EMPTY_SUBSET_FIX.format(name=row["name"], subset_id=row["subset_id"]))
+    manifest = ws.manifests_dir / f"filter-{row['subset_id']}.json"
+    source = {
+        "kind": "subset", "workspace": str(ws.root), "subset": row["name"], "subset_id": row["subset_id"],
+        "strategy": row["strategy"], "iteration": row["iteration"], "branch": row["branch"],
+        "manifest": manifest.name if manifest.exists() else None,
+        "manifest_sha256": sha256_file(manifest) if manifest.exists() else None,
+        "sql_sha256": row["sql_sha256"],
+    }
+    cols = [c for c in (*REQUIRED, *OPTIONAL) if c in table.schema.names]
+    return Rows(datasets.Dataset(table.select(cols)), source)
+
+
+def _from_path(path: Path) -> Rows:
+    import datasets
+
+    if not path.exists():
+        raise CurateError(f"{path} does not exist: give an exported folder (`curate export SUBSET`), a .parquet "
+                          "or a .jsonl file.")
+    try:
+        if path.is_dir():
+            loaded = datasets.load_dataset(str(path))
+            split = "train" if "train" in loaded else next(iter(loaded))
+            ds = loaded[split]
+        elif path.suffix == ".parquet":
+            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        elif path.suffix in (".jsonl", ".json") or path.name.endswith((".jsonl.gz", ".json.gz")):
+            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        else:
+            raise CurateError(f"{path}: unknown data format; give a folder, a .parquet or a .jsonl file.")
+    except CurateError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds for unreadable inputs
+        raise CurateError(f"{path}: could not load it with datasets.load_dataset ({type(e).__name__}: {e}).") from None
+    missing = [c for c in REQUIRED if c not in ds.column_names]
+    if missing:
+        raise CurateError(MISSING_COLUMNS_FIX.format(path=path, missing=", ".join(missing),
+                                                     have=", ".join(ds.column_names) or "none"))
+    if len(ds) == 0:
+        raise CurateError(f"{path} has 0 rows: there is nothing to train on.")
+    ds = ds.select_columns([c for c in (*REQUIRED, *OPTIONAL) if c in ds.column_names])
+    source: dict[str, Any] = {"kind": "data", "path": str(path.resolve())}
+    if path.is_file():
+        source["sha256"] = sha256_file(path)
+    prov_file = path / "curate_provenance.json" if path.is_dir() else None
+    if prov_file is not None and prov_file.is_file():  # an exported folder says which subset it holds
+        prov = json.loads(prov_file.read_text(encoding="utf-8"))
+        sub = prov.get("subset") or {}
+        source.update(subset=sub.get("name"), subset_id=sub.get("subset_id"),
+                      provenance_sha256=sha256_file(prov_file))
+        data_files = sorted((path / "data").glob("*.parquet"))
+        source["data_sha256"] = {f.name: sha256_file(f) for f in data_files}
+    return Rows(ds, source)
+
+
+def _query_rows(workspace, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple], Path]:
+    from curate.workspace import Workspace
+
+    ws = Workspace(workspace).require()
+    con = ws.connect()
+    try:
+        cur = con.execute(sql, params or {})
+        cols = [d[0] for d in cur.description]
+        return cols, cur.fetchall(), ws.root
+    finally:
+        con.close()
+
+
+def load_sft(workspace: str | os.PathLike | None = None) -> Rows:
+    """The `sft` role pairs as prompt + completion (the chosen response): the transcript is prompt + chosen."""
+    import datasets
+
+    cols, rows, root = _query_rows(
+        workspace, "select pair_id, prompt, chosen as completion from pairs where role = 'sft' order by pair_id")
+    if not rows:
+        raise CurateError(NO_SFT_FIX.format(root=root))
+    ds = datasets.Dataset.from_dict({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+    ids = "\n".join(r[0] for r in rows).encode()
+    return Rows(ds, {"kind": "sft_pairs", "workspace": str(root), "rows": len(rows),
+                     "pair_ids_sha256": hashlib.sha256(ids).hexdigest()})
+
+
+def load_eval_pairs(workspace: str | os.PathLike | None = None, where: str | None = None,
+                    subset: str | None = None) -> Rows:
+    """Held-out pairs: by default those with split = 'test'; or a SQL predicate on `pairs`; or a subset's pairs."""
+    import datasets
+
+    if where is not None and subset is not None:
+        raise CurateError("Give --where or --subset, not both.")
+    if subset is not None:
+        rows = load_preferences(workspace, subset=subset)
+        return Rows(rows.dataset, {**rows.source, "selection": f"subset {subset}"})
+    predicate = where if where is not None else "split = 'test'"
+    try:
+        cols, rows, root = _query_rows(
+            workspace, f"select pair_id, prompt, chosen, rejected from pairs where ({predicate}) order by pair_id")
+    except CurateError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a DuckDB error in the user's predicate
+        raise CurateError(f"--where {predicate!r}: {str(e).splitlines()[0]}") from None
+    if not rows:
+        raise CurateError(f"No pairs match {predicate!r} in the workspace: nothing to evaluate on. Pick held-out "
+                          "pairs with --where (e.g. --where \"split = 'test'\") or --subset NAME.")
+    ds = datasets.Dataset.from_dict({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+    return Rows(ds, {"kind": "pairs", "workspace": str(root), "where": predicate, "rows": len(rows)})
