@@ -409,7 +409,11 @@ def load_policy(ref: PolicyRef, device: str | None = None, dtype: str | None = "
         raise CurateError(f"Could not load policy {ref.name} from {ref.folder} on {device} in {name}: "
                           f"{type(e).__name__}: {' '.join(str(e).split())}") from None
     # Left padding: a decoder-only model continues the last token of each row of a batch.
-    tokenizer = AutoTokenizer.from_pretrained(str(ref.folder), padding_side="left")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(ref.folder), padding_side="left")
+    except (OSError, ValueError) as e:  # no tokenizer files, or ones transformers cannot read
+        raise CurateError(f"Policy {ref.name} has no usable tokenizer in {ref.folder} ({type(e).__name__}). Save the "
+                          "model's tokenizer into that folder (tokenizer.save_pretrained(...)).") from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise CurateError(f"The tokenizer of {ref.name} has neither a pad nor an eos token; batched generation "

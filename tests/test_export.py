@@ -351,3 +351,19 @@ def test_a_rejected_token_says_so_without_showing_it(ews, monkeypatch, tmp_path,
     assert r.exit_code == 1
     assert "(401 Unauthorized): the token was not accepted. Set HF_TOKEN" in r.stderr
     assert TOKEN not in r.output and server.repos == {}
+
+
+def test_a_subset_whose_pairs_are_not_in_this_workspace(ews):
+    """subset_pairs copied from another workspace name pairs this one lacks: a clear error, for export and
+    for training alike, never fewer rows without a word."""
+    from train.data import load_preferences
+
+    sid = query(ews.root, "select subset_id from subsets where name = $n", {"n": SPLIT_EVEN})[0][0]
+    with ews.transaction() as tx:
+        tx.add("subset_pairs", pl.DataFrame({"subset_id": [sid], "pair_id": ["0" * 32], "rank": [7], "score": [0.5],
+                                             "picked_by": ["pos"], "reason": [None]}))
+    message = "lists 7 rows but only 6 of its pairs are in `pairs`"
+    with pytest.raises(CurateError, match=message):
+        export_subset(ews, SPLIT_EVEN)
+    with pytest.raises(CurateError, match=message):
+        load_preferences(ews.root, subset=SPLIT_EVEN)

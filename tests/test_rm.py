@@ -207,6 +207,18 @@ def test_base_without_pad_token_gets_eos_and_says_so(tmp_path, rm_ws):
     assert AutoConfig.from_pretrained(tmp_path / "out").pad_token_id == rec["pad_token"]["id"]
 
 
+def test_base_without_a_tokenizer_is_a_clear_error(cli, base, rm_ws, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(base, bare)
+    for f in bare.glob("*token*"):
+        f.unlink()
+    r = cli("train", "rm", "--base", bare, "--subset", "gb", "-w", rm_ws.root, "-o", tmp_path / "o", "-q")
+    assert r.exit_code == 1 and f"{bare} has no usable tokenizer" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_empty_subset_is_a_clear_error(cli, base, rm_ws, tmp_path):
     r = cli("train", "rm", "--base", base, "--subset", "empty", "-w", rm_ws.root, "-o", tmp_path / "o", "-q")
     assert r.exit_code == 1

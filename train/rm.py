@@ -133,7 +133,12 @@ def load_reward_model(base: str | os.PathLike):
     if not (base / "config.json").is_file():
         raise CurateError(f"{base} is not a model folder (it has no config.json): give an SFT checkpoint "
                           "(`curate train sft`) or a previous reward model.")
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+    except (OSError, ValueError) as e:  # no tokenizer files, or ones transformers cannot read
+        raise CurateError(f"{base} has no usable tokenizer ({type(e).__name__}: {' '.join(str(e).split())[:200]}). "
+                          "Save the base model's tokenizer into that folder (tokenizer.save_pretrained(...)) "
+                          "and run again.") from None
     pad_token_set = False
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
