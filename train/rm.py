@@ -53,6 +53,7 @@ class RMConfig:
     label_smoothing: float = 0.0  # a in the loss above (0: plain Bradley-Terry)
     center_rewards_coefficient: float | None = None
     seed: int = 0
+    bf16: str = "auto"  # auto (where the GPU or CPU has bfloat16), on, off
     logging_steps: int = 10
     quiet: bool = False
 
@@ -111,6 +112,17 @@ def _trainer_class():
             return (loss, outputs) if return_outputs else loss
 
     return CurateRewardTrainer
+
+
+def length_grouped(dataset, batch_size: int, seed: int):
+    """Rows ordered so each batch holds rows of similar length (less padding), batches in a seeded random order."""
+    import random
+
+    lengths = [max(len(c), len(r)) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return dataset.select([i for b in batches for i in b])
 
 
 def preference_loss(r_chosen, r_rejected, margin=None, label_smoothing: float = 0.0):
@@ -239,19 +251,27 @@ def train_rm(config: RMConfig) -> RMResult:
             f"max_length {config.max_length}")
     if len(train_ds) == 0:
         raise CurateError(f"No row fits in max_length {config.max_length} tokens: raise --max-length.")
+    train_ds = length_grouped(train_ds, config.batch_size, config.seed)
 
     # train
     import torch
     from trl import RewardConfig
 
     output = Path(config.output)
+    from curate.policy import cpu_has_fast_bf16
+
+    # bfloat16 autocast where the hardware has it (weights and optimizer stay float32)
+    use_bf16 = {"auto": (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+                or (not torch.cuda.is_available() and cpu_has_fast_bf16()),
+                "on": True, "off": False}[config.bf16]
     args = RewardConfig(
         output_dir=str(output), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient, seed=config.seed,
         logging_steps=config.logging_steps, save_strategy="no", report_to="none",
-        bf16=False, activation_checkpointing=False, disable_tqdm=config.quiet,
+        bf16=use_bf16, activation_checkpointing=False, disable_tqdm=config.quiet,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        train_sampling_strategy="sequential",  # the order length_grouped() made: batches of similar lengths
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                label_smoothing=config.label_smoothing)
@@ -276,6 +296,7 @@ def train_rm(config: RMConfig) -> RMResult:
         "manifest_sha256": rows.source.get("manifest_sha256"),
         "base_model": str(Path(config.base).resolve()),
         "config": cfg,
+        "bf16_autocast": use_bf16,
         "counts": {k: v for k, v in counts.items()} | {"trained_rows": len(train_ds)},
         "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id, "set_to_eos": pad_token_set},
         "metrics": metrics,

@@ -55,11 +55,13 @@ def train():
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
               help="a in -(1-a) log sigma(d) - a log sigma(-d) (0: plain Bradley-Terry).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the head's init and the shuffling.")
+@click.option("--bf16", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="bfloat16 autocast: auto where the GPU or CPU has bfloat16 instructions.")
 @workspace_option
 @quiet_option
 @user_errors
 def rm(base, subset, data, output, lr, epochs, batch_size, max_length, long_rows, use_margin, label_smoothing,
-       seed, workspace, quiet):
+       seed, bf16, workspace, quiet):
     """Train a Bradley-Terry reward model on a subset (TRL RewardTrainer).
 
     \b
@@ -74,7 +76,7 @@ def rm(base, subset, data, output, lr, epochs, batch_size, max_length, long_rows
     r = train_rm(RMConfig(base=base, output=output, subset=subset, workspace=workspace, data=data,
                           learning_rate=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
                           long_rows=long_rows, use_margin=use_margin, label_smoothing=label_smoothing, seed=seed,
-                          quiet=quiet))
+                          bf16=bf16, quiet=quiet))
     if not quiet:
         acc = f", accuracy {r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else ""
         err(f"trained on {r.trained_rows:,} of {r.rows:,} rows ({r.dropped_long:,} dropped as too long, "
