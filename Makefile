@@ -12,7 +12,9 @@ DEMO_WS ?= workspace
 EPS    ?= 0.5
 SIZE   ?= 200
 
-.PHONY: install test demo bench clean
+DEMO_DATA ?=
+
+.PHONY: install test demo demo-hh bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +28,15 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# ingest -> import the policy's generations -> embed -> score -> the paper's four subsets -> reports -> export.
-# Every step resumes or is a no-op when rerun (embeddings are cached; filters replace their subsets).
+# FRFT(2) end to end on the preference set that ships with curate (or DEMO_DATA=your.jsonl.gz): SFT, then per
+# iteration generate -> embed -> score -> filter (4 strategies) -> reward model -> PPO, then the reports.
+# Rerunning continues the run: finished steps are skipped.
 demo: $(STAMP)
+	$(CURATE) run --config configs/demo.toml --resume $(if $(DEMO_DATA),--data $(DEMO_DATA))
+
+# The shared HH-RLHF harmless-base test split with its real SmolLM2 generations: ingest -> import generations ->
+# embed -> score -> the paper's four subsets -> reports -> export. No training.
+demo-hh: $(STAMP)
 	$(CURATE) ingest $(DATA) --workspace $(DEMO_WS) --sft-fraction 0.5
 	$(CURATE) generations import $(GENS) --workspace $(DEMO_WS) --iteration 1 --policy smollm2-135m
 	$(CURATE) embed --workspace $(DEMO_WS)

@@ -213,10 +213,11 @@ def _register() -> None:
     from .commands.generations import generations
     from .commands.neighbors import neighbors
     from .commands.report import report
+    from .commands.run import run, runs
     from .commands.train import eval_, train
 
     for cmd in (generations, generate, embed, score, neighbors, filter_, subsets, explain, report, export, train,
-                eval_):
+                eval_, run, runs):
         main.add_command(cmd)
 
 

@@ -37,3 +37,8 @@ def output_options(f):
         help="Output format.",
     )(f)
     return f
+
+
+def force_option(f):
+    return click.option("--force", is_flag=True,
+                        help="Replace an existing --output folder (only once the new model is complete).")(f)

@@ -276,3 +276,42 @@ def test_cli_train_ppo_runs_a_step_against_the_reward_model(cli, trained, base, 
             "--steps", "1", "--batch-size", "2", "--mini-batch-size", "1", "--max-new-tokens", "3", "-q")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[-1])["step"] == 1
+
+
+# -- the output folder -------------------------------------------------------------------------------
+def test_existing_output_is_refused_without_force_and_replaced_with_it(cli, base, rm_ws, tmp_path):
+    out = tmp_path / "rm"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier model")
+    args = ("train", "rm", "--base", base, "--subset", "gb", "-w", rm_ws.root, "-o", out, "--epochs", "1",
+            "--max-length", "64", "-q")
+    r = cli(*args)
+    assert r.exit_code == 1 and "already exists and is not empty" in r.stderr and "--force" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # untouched
+
+    r = cli(*args, "--force")
+    assert r.exit_code == 0, r.output
+    names = {p.name for p in out.iterdir()}
+    assert "keep.txt" not in names and {"config.json", "model.safetensors", "curate_train.json"} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rm.")]  # no staging folder left behind
+
+
+def test_a_failed_run_leaves_the_old_checkpoint_and_no_staging_folder(base, rm_ws, tmp_path, monkeypatch):
+    import train.rm as rm_mod
+
+    out = tmp_path / "rm"
+    first = rm_mod.train_rm(rm_config(base, out, subset="gb", workspace=str(rm_ws.root), epochs=1))
+    before = (out / "curate_train.json").read_text()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-training
+
+    monkeypatch.setattr(rm_mod, "_fit", boom)
+    with pytest.raises(KeyboardInterrupt):
+        rm_mod.train_rm(rm_config(base, out, subset="gb", workspace=str(rm_ws.root), overwrite=True))
+    assert (out / "curate_train.json").read_text() == before and first.output == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
+
+
+def test_activation_checkpointing_is_on_by_default_and_recorded(trained):
+    assert trained.record["config"]["activation_checkpointing"] is True

@@ -46,6 +46,10 @@ def test_sft_cli_and_no_sft_pairs(cli, tmp_path, sft_ws):
     assert r.exit_code == 0, r.output
     assert r.stdout == f"{tmp_path / 'sft'}\n"
     assert "fine-tuned on 12 sft pairs (0 truncated)" in r.stderr
+    r = cli("train", "sft", "--model", base, "-o", tmp_path / "sft", "-w", sft_ws, "--max-steps", "1")
+    assert r.exit_code == 1 and "already exists" in r.stderr  # a second run does not overwrite silently
+    r = cli("train", "sft", "--model", base, "-o", tmp_path / "sft", "-w", sft_ws, "--max-steps", "1", "--force")
+    assert r.exit_code == 0, r.output
 
     src = write_jsonl(tmp_path / "pref" / "harmless-base" / "train.jsonl", good_bad_rows(3))
     assert cli("ingest", src, "-w", tmp_path / "pref-ws", "-q").exit_code == 0

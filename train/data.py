@@ -146,17 +146,22 @@ def _query_rows(workspace, sql: str, params: dict | None = None) -> tuple[list[s
         con.close()
 
 
-def load_sft(workspace: str | os.PathLike | None = None) -> Rows:
-    """The `sft` role pairs as prompt + completion (the chosen response): the transcript is prompt + chosen."""
+def load_sft(workspace: str | os.PathLike | None = None, where: str | None = None) -> Rows:
+    """The `sft` role pairs (those matching `where` too, e.g. "split = 'train'") as prompt + completion (the chosen
+    response): the transcript is prompt + chosen."""
     import datasets
 
+    predicate = f" and ({where})" if where else ""
     cols, rows, root = _query_rows(
-        workspace, "select pair_id, prompt, chosen as completion from pairs where role = 'sft' order by pair_id")
+        workspace, f"select pair_id, prompt, chosen as completion from pairs where role = 'sft'{predicate} "
+                   "order by pair_id")
     if not rows:
+        if where:
+            raise CurateError(f"No pairs with role 'sft' match {where!r} in {root}.")
         raise CurateError(NO_SFT_FIX.format(root=root))
     ds = datasets.Dataset.from_dict({c: [r[i] for r in rows] for i, c in enumerate(cols)})
     ids = "\n".join(r[0] for r in rows).encode()
-    return Rows(ds, {"kind": "sft_pairs", "workspace": str(root), "rows": len(rows),
+    return Rows(ds, {"kind": "sft_pairs", "workspace": str(root), "rows": len(rows), "where": where,
                      "pair_ids_sha256": hashlib.sha256(ids).hexdigest()})
 
 

@@ -50,6 +50,9 @@ class PPOConfig:
     policy: str = "smollm2-135m"  # a curate policy spec: a model folder, a Hub id or the packaged default
     output: str = "ppo"  # checkpoints, log.jsonl and curate_train.json go here
     reward: str | None = None  # a sequence-classification model folder (num_labels=1); or pass reward_fn
+    # the frozen KL reference; default: the initial policy. FRFT's later iterations continue from the previous
+    # PPO policy and keep the SFT model as the reference (pi_ref)
+    reference: str | None = None
     prompts_file: str | None = None  # a .jsonl with a `prompt` field
     workspace: str | None = None  # or: the distinct prompts of the workspace's `pref` pairs
     # rollout
@@ -418,7 +421,14 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     ref_spec = resolve_policy(config.policy)
     base = load_policy(ref_spec, device="cpu", dtype=config.dtype)
     tokenizer = base.tokenizer  # left padding and a pad token
-    reference = copy.deepcopy(base.model).eval().requires_grad_(False).to(device)  # the initial weights, frozen
+    if config.reference:
+        ref_model = load_policy(resolve_policy(config.reference), device="cpu", dtype=config.dtype).model
+        if ref_model.get_input_embeddings().num_embeddings != base.model.get_input_embeddings().num_embeddings:
+            raise CurateError(f"The reference {config.reference} and the policy {config.policy} have different "
+                              "vocabularies; the KL penalty needs the same tokenizer.")
+    else:
+        ref_model = copy.deepcopy(base.model)  # the initial weights
+    reference = ref_model.eval().requires_grad_(False).to(device)  # frozen
     if resuming:
         actor = AutoModelForCausalLM.from_pretrained(out, dtype=getattr(torch, base.dtype))
         actor.generation_config = base.model.generation_config
@@ -451,6 +461,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         record = {
             "config": dataclasses.asdict(config),
             "policy": {"spec": config.policy, "folder": str(ref_spec.folder), "policy_id": ref_spec.policy_id},
+            "reference": config.reference or config.policy,
             "reward": config.reward or f"python:{getattr(reward_fn, '__qualname__', 'reward_fn')}",
             "prompts": {"source": source, "count": len(prompts)},
             "versions": _versions(),

@@ -23,12 +23,15 @@ from pathlib import Path
 
 from curate.errors import CurateError
 
+from .output import check_output, staged_output
+
 
 @dataclass
 class SFTRunConfig:
     model: str  # a causal LM folder (or Hub id)
     output: str
     workspace: str | None = None
+    where: str | None = None  # a SQL predicate on pairs, e.g. "split = 'train'" (held-out pairs stay out)
     learning_rate: float = 2e-5  # TRL SFTConfig's default
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -36,6 +39,8 @@ class SFTRunConfig:
     max_length: int = 1024  # SFTConfig's default
     seed: int = 0
     logging_steps: int = 10
+    activation_checkpointing: bool = True  # recompute activations in the backward pass: less memory
+    overwrite: bool = False  # replace an existing output folder (once the new model is complete)
     quiet: bool = False
 
 
@@ -66,8 +71,9 @@ def train_sft(config: SFTRunConfig) -> SFTResult:
         if not config.quiet:
             print(msg, file=sys.stderr)
 
+    output = check_output(config.output, config.overwrite)
     # data
-    rows = load_sft(config.workspace)
+    rows = load_sft(config.workspace, config.where)
 
     # model
     import torch
@@ -100,36 +106,38 @@ def train_sft(config: SFTRunConfig) -> SFTResult:
     # train
     from trl import SFTConfig, SFTTrainer
 
-    output = Path(config.output)
-    args = SFTConfig(
-        output_dir=str(output), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
-        max_steps=config.max_steps, per_device_train_batch_size=config.batch_size, max_length=config.max_length,
-        seed=config.seed, logging_steps=config.logging_steps, save_strategy="no", report_to="none", bf16=False,
-        activation_checkpointing=False, disable_tqdm=config.quiet, use_cpu=not torch.cuda.is_available(),
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=rows.dataset.remove_columns(["pair_id"]),
-                         processing_class=tokenizer)
-    started = utcnow()
-    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
-        out = trainer.train()
+    with staged_output(output, config.overwrite) as staging:
+        args = SFTConfig(
+            output_dir=str(staging), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
+            max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
+            max_length=config.max_length, seed=config.seed, logging_steps=config.logging_steps, save_strategy="no",
+            report_to="none", bf16=False, activation_checkpointing=config.activation_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=config.quiet,
+            use_cpu=not torch.cuda.is_available(),
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=rows.dataset.remove_columns(["pair_id"]),
+                             processing_class=tokenizer)
+        started = utcnow()
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
+            out = trainer.train()
 
-    # save
-    trainer.save_model(str(output))
-    tokenizer.save_pretrained(str(output))
-    metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step}
-    record = {
-        "kind": "sft",
-        "data": rows.source,
-        "base_model": config.model,
-        "config": asdict(config),
-        "counts": {"rows": len(rows.dataset), "truncated": truncated},
-        "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id, "set_to_eos": pad_token_set},
-        "metrics": metrics,
-        "versions": train_versions(),
-        "started_at": started,
-        "finished_at": utcnow(),
-    }
-    write_record(output, record)
+        # save
+        trainer.save_model(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step}
+        record = {
+            "kind": "sft",
+            "data": rows.source,
+            "base_model": config.model,
+            "config": asdict(config),
+            "counts": {"rows": len(rows.dataset), "truncated": truncated},
+            "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id, "set_to_eos": pad_token_set},
+            "metrics": metrics,
+            "versions": train_versions(),
+            "started_at": started,
+            "finished_at": utcnow(),
+        }
+        write_record(staging, record)
     return SFTResult(output, len(rows.dataset), truncated, pad_token_set, metrics, record,
                      time.perf_counter() - t0, messages)
 

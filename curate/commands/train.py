@@ -8,7 +8,7 @@ import json
 import click
 
 from ..errors import CurateError
-from ..options import quiet_option, workspace_option
+from ..options import force_option, quiet_option, workspace_option
 
 
 def err(msg: str = "") -> None:
@@ -57,11 +57,14 @@ def train():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the head's init and the shuffling.")
 @click.option("--bf16", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="bfloat16 autocast: auto where the GPU or CPU has bfloat16 instructions.")
+@click.option("--activation-checkpointing/--no-activation-checkpointing", default=True, show_default=True,
+              help="Recompute activations in the backward pass: about half the memory for a little more compute.")
+@force_option
 @workspace_option
 @quiet_option
 @user_errors
 def rm(base, subset, data, output, lr, epochs, batch_size, max_length, long_rows, use_margin, label_smoothing,
-       seed, bf16, workspace, quiet):
+       seed, bf16, activation_checkpointing, force, workspace, quiet):
     """Train a Bradley-Terry reward model on a subset (TRL RewardTrainer).
 
     \b
@@ -76,7 +79,8 @@ def rm(base, subset, data, output, lr, epochs, batch_size, max_length, long_rows
     r = train_rm(RMConfig(base=base, output=output, subset=subset, workspace=workspace, data=data,
                           learning_rate=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
                           long_rows=long_rows, use_margin=use_margin, label_smoothing=label_smoothing, seed=seed,
-                          bf16=bf16, quiet=quiet))
+                          bf16=bf16, activation_checkpointing=activation_checkpointing, overwrite=force,
+                          quiet=quiet))
     if not quiet:
         acc = f", accuracy {r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else ""
         err(f"trained on {r.trained_rows:,} of {r.rows:,} rows ({r.dropped_long:,} dropped as too long, "
@@ -95,10 +99,14 @@ def rm(base, subset, data, output, lr, epochs, batch_size, max_length, long_rows
 @click.option("--max-length", type=int, default=1024, show_default=True,
               help="Longest sequence in tokens; longer ones are truncated (and counted).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffling.")
+@click.option("--activation-checkpointing/--no-activation-checkpointing", default=True, show_default=True,
+              help="Recompute activations in the backward pass: about half the memory for a little more compute.")
+@force_option
 @workspace_option
 @quiet_option
 @user_errors
-def sft(model, output, lr, epochs, max_steps, batch_size, max_length, seed, workspace, quiet):
+def sft(model, output, lr, epochs, max_steps, batch_size, max_length, seed, activation_checkpointing, force,
+        workspace, quiet):
     """Fine-tune a causal LM on the sft pairs (TRL SFTTrainer).
 
     Each row is the prompt and its chosen response, the loss on the response.
@@ -111,7 +119,7 @@ def sft(model, output, lr, epochs, max_steps, batch_size, max_length, seed, work
 
     r = train_sft(SFTRunConfig(model=model, output=output, workspace=workspace, learning_rate=lr, epochs=epochs,
                                max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
-                               quiet=quiet))
+                               activation_checkpointing=activation_checkpointing, overwrite=force, quiet=quiet))
     if not quiet:
         err(f"fine-tuned on {r.rows:,} sft pairs ({r.truncated:,} truncated): loss {r.metrics['train_loss']:.4f}, "
             f"{r.metrics['steps']} steps, {r.seconds:.1f} s")
@@ -124,6 +132,9 @@ def sft(model, output, lr, epochs, max_steps, batch_size, max_length, seed, work
               help="Reward model folder (from `curate train rm`).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Folder for checkpoints, log.jsonl and curate_train.json (a rerun resumes from it).")
+@click.option("--reference", default=None,
+              help="Frozen KL reference (default: the initial --policy). FRFT's later iterations continue from the "
+                   "previous PPO policy and keep the SFT model here.")
 @click.option("--prompts", "prompts_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A .jsonl with a `prompt` field (default: the distinct prompts of the workspace's pref pairs).")
 @click.option("--steps", type=int, default=100, show_default=True, help="PPO steps (rollout + update).")
@@ -137,7 +148,7 @@ def sft(model, output, lr, epochs, max_steps, batch_size, max_length, seed, work
 @workspace_option
 @quiet_option
 @user_errors
-def ppo(policy, reward, output, prompts_file, steps, batch_size, mini_batch_size, max_new_tokens, kl_coef, actor_lr,
+def ppo(policy, reward, output, reference, prompts_file, steps, batch_size, mini_batch_size, max_new_tokens, kl_coef, actor_lr,
         critic_lr, seed, workspace, quiet):
     """Train a policy with PPO against a reward model (train/ppo.py).
 
@@ -150,7 +161,7 @@ def ppo(policy, reward, output, prompts_file, steps, batch_size, mini_batch_size
     """
     from train.ppo import PPOConfig, train_ppo
 
-    config = PPOConfig(policy=policy, reward=reward, output=output, prompts_file=prompts_file,
+    config = PPOConfig(policy=policy, reward=reward, output=output, reference=reference, prompts_file=prompts_file,
                        workspace=None if prompts_file else workspace, steps=steps, batch_size=batch_size,
                        mini_batch_size=mini_batch_size, max_new_tokens=max_new_tokens, kl_coef=kl_coef,
                        actor_lr=actor_lr, critic_lr=critic_lr, seed=seed, quiet=quiet)

@@ -1,0 +1,205 @@
+"""`curate run` (FRFT(alpha) from a TOML config) and `curate runs` (the lineage of its steps)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..options import quiet_option
+
+
+def err(msg: str = "") -> None:
+    click.echo(msg, err=True)
+
+
+@click.command("run")
+@click.option("--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="TOML config (see configs/demo.toml and configs/frft-hh.toml).")
+@click.option("--data", "data", multiple=True, metavar="PATH",
+              help="Use these preference files (or hf:IDs) instead of the config's [data] sources. Repeatable.")
+@click.option("--resume", is_flag=True, help="Continue the run: steps that are done are skipped (and say so).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and a cost estimate (texts, tokens, steps, time); "
+              "run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the estimate as JSON.")
+@quiet_option
+def run(config_path, data, resume, dry_run, as_json, quiet):
+    """Run FRFT(alpha) end to end: SFT, then per iteration generate, embed, score, filter, RM and PPO per strategy.
+
+    Every step is recorded in the `runs` table (see `curate runs`); a run that stops, however it stops,
+    continues with --resume from the last finished step.
+
+    \b
+    Examples:
+      curate run --config configs/demo.toml               # small and offline, on CPU
+      curate run --config configs/demo.toml --data my-pairs.jsonl.gz
+      curate run --config configs/frft-hh.toml --dry-run  # what the paper's setup costs here
+      curate run --config configs/frft-hh.toml --resume
+    """
+    from ..runconfig import load
+
+    cfg = load(config_path)
+    if data:
+        cfg.data.sources = list(data)
+    if dry_run:
+        _dry_run(cfg, as_json)
+        return
+    from ..frft import Runner
+
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else
+                    (lambda m: console.print(m, markup=False, soft_wrap=True)))
+    if not quiet:
+        err(f"run {cfg.run.name!r}: alpha {cfg.run.alpha}, strategies {', '.join(cfg.run.strategies)}; workspace "
+            f"{runner.ws.root}, checkpoints {runner.ckpt} (config sha256 {cfg.sha256[:12]})")
+    runner.execute()
+    report = runner.done.get(f"report/main/it{cfg.run.alpha}", {})
+    if not quiet:
+        _summary(runner, report, console)
+    click.echo(report.get("html", ""))
+
+
+def _summary(runner, report: dict, console) -> None:
+    from rich.table import Table
+
+    err(f"\nrun {runner.run_id!r} finished: {len(runner.ran)} steps run, {len(runner.skipped)} skipped as done")
+    rows = report.get("intersect_rows") or []
+    if rows:
+        cols = ["strategy", "iteration_a", "iteration_b", "pairs_a", "pairs_b", "common_pairs", "share_pairs",
+                "jaccard_pairs"]
+        cols = [c for c in cols if c in rows[0]]
+        t = Table(*cols, title="subsets of iteration a and b: how much they intersect", title_justify="left")
+        for r in rows:
+            t.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+        console.print(t)
+    ws = runner.ws.root
+    err(f"  subsets:       {', '.join(report.get('subsets', []))}  (curate subsets -w {ws})")
+    for key, what in (("intersect", "intersection"), ("intersect_png", "  as a plot"), ("cdf", "CDF plot"),
+                      ("html", "HTML report")):
+        if report.get(key):
+            err(f"  {what + ':':<14} {report[key]}")
+    err(f"  checkpoints:   {runner.ckpt}")
+    err(f"  lineage:       curate runs -w {ws} --run {runner.run_id}")
+
+
+def _dry_run(cfg, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..frft import estimate
+
+    est = estimate(cfg)
+    if as_json:
+        click.echo(json.dumps(est, indent=2))
+        return
+    console = Console(highlight=False, width=160)
+
+    def n(v) -> str:
+        return "?" if v is None else f"{v:,}"
+
+    console.print(f"run {est['run']!r} in {est['workspace']}: {n(est['pref_pairs'])} pref pairs, "
+                  f"{n(est['sft_pairs'])} sft pairs (counts from {est['counts_from']})", markup=False)
+    t = Table("iteration", "policies sampled", "prompts", "tokens to generate", "texts to embed", "RM steps",
+              "PPO steps", "expected time", title="work per iteration (all branches)", title_justify="left")
+    for it in est["iterations"]:
+        secs = it["seconds"]
+        known = sum(v for v in secs.values() if v is not None)
+        unknown = [k for k, v in secs.items() if v is None]
+        t.add_row(str(it["iteration"]), str(it["policies_sampled"]), n(it["prompts"]), n(it["tokens_to_generate"]),
+                  n(it["texts_to_embed"]), n(it["rm_steps"]), n(it["ppo_steps"]),
+                  _duration(known) + (f" + {', '.join(unknown)}" if unknown else ""))
+    console.print(t)
+    sft = "?" if est["sft_seconds"] is None else _duration(est["sft_seconds"])
+    console.print(f"SFT: {n(est['sft_rows'])} rows, {sft}. Total: {'about' if est['complete'] else 'at least'} "
+                  f"{_duration(est['total_seconds'])} (tokens are an upper bound: responses may stop early).",
+                  markup=False)
+    console.print("throughput used (the defaults were measured with SmolLM2-135M and all-MiniLM-L6-v2 on a 2-core "
+                  "CPU; a finished run in this workspace replaces them with its own):", markup=False)
+    for k, v in est["throughput"].items():
+        console.print(f"  {k:<24} {v['value']:>10,.2f}  ({v['from']})", markup=False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@click.command("runs")
+@click.option("--workspace", "-w", envvar="CURATE_WORKSPACE", default=None, type=click.Path(file_okay=False),
+              help="Workspace folder (default: the --config's, else ./workspace).")
+@click.option("--config", "-c", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Read the workspace and run name from this config.")
+@click.option("--run", "run_id", default=None, help="Show only this run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON lines.")
+def runs(workspace, config_path, run_id, as_json):
+    """The steps of `curate run` with their inputs and outputs: the lineage subset -> RM -> policy -> generations.
+
+    \b
+    Examples:
+      curate runs -w workspace-demo
+      curate runs --config configs/demo.toml
+      curate sql -w workspace-demo "select step, branch, iteration, outputs->>'checkpoint' from runs"
+    """
+    from ..frft import runs_rows
+    from ..workspace import Workspace
+
+    if config_path:
+        from ..runconfig import load
+
+        cfg = load(config_path)
+        workspace = workspace or cfg.run.workspace
+        run_id = run_id or cfg.run.name
+    ws = Workspace(workspace or "workspace").require()
+    rows = runs_rows(ws, run_id)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return
+    if not rows:
+        err(f"No runs{' named ' + repr(run_id) if run_id else ''} in {ws.root}: start one with "
+            "`curate run --config configs/demo.toml`.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("run", "step", "branch", "it", "status", "from", "made", "s", title=f"runs in {ws.root} (paths "
+              "relative to it)", title_justify="left")
+    for col in t.columns[5:7]:
+        col.overflow = "fold"
+    root = str(ws.root) + "/"
+    for r in rows:
+        made = _lineage(json.loads(r["outputs"] or "{}"), out=True) or (r["error"] or "")
+        t.add_row(r["run_id"], r["step"], r["branch"], str(r["iteration"]), _status(r["status"]),
+                  _lineage(json.loads(r["inputs"] or "{}")).replace(root, ""), made.replace(root, ""),
+                  f"{r['seconds']:.1f}" if r["seconds"] is not None else "")
+    Console(width=200).print(t)
+
+
+def _status(status: str) -> str:
+    return {"done": "[green]done[/]", "running": "[yellow]running[/]", "failed": "[red]failed[/]",
+            "interrupted": "[red]interrupted[/]"}.get(status, status)
+
+
+# the keys that tell where a step's inputs came from and what it made
+LINEAGE_IN = ("sources", "model", "checkpoint", "policy", "generations", "similarities", "subset", "base", "reward")
+LINEAGE_OUT = ("added", "checkpoint", "policy", "rows", "embedded", "pairs", "subset", "eval_accuracy",
+               "reward_last", "html")
+
+
+def _lineage(d: dict, out: bool = False) -> str:
+    keys = LINEAGE_OUT if out else LINEAGE_IN
+    parts = []
+    for k in keys:
+        if k in d and d[k] not in (None, ""):
+            v = d[k]
+            v = f"{v:.3f}" if isinstance(v, float) else v
+            parts.append(f"{k}={v}")
+    return "\n".join(parts)
+
+
+COMMANDS = (run, runs)

@@ -1,0 +1,263 @@
+"""The TOML config of `curate run`: every setting of an FRFT(alpha) run, checked before any work starts.
+
+    [run]       name, workspace, checkpoints, alpha, strategies, seed
+    [data]      sources, sft_fraction, split, eval_split, where
+    [sft]       model, checkpoint (a ready SFT model: no training), max_steps, epochs, batch_size, lr, max_length
+    [embed]     model, backend, batch_size
+    [generate]  max_new_tokens, top_k, top_p, temperature, samples, chat_template, batch_size, limit, ...
+    [filter]    eps, size, aggregate, distinct
+    [rm]        lr, epochs, batch_size, max_length, long_rows, label_smoothing, eval_pairs
+    [ppo]       steps, batch_size, mini_batch_size, max_new_tokens, kl_coef, kl_target, actor_lr, critic_lr, ...
+
+Each section is a dataclass below; its fields are the valid keys and their defaults. A key that is not a
+field is an error that names the key, the section and the valid keys; so is a value of the wrong type.
+Relative paths are relative to the current folder, like the CLI's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CurateError
+from .filters import AGGREGATES, STRATEGIES
+
+
+@dataclass
+class RunSection:
+    name: str = ""  # default: the config file's stem
+    workspace: str = "workspace"
+    checkpoints: str = ""  # default: <workspace>/checkpoints/<name>
+    alpha: int = 2  # FRFT iterations
+    strategies: list[str] = field(default_factory=lambda: ["overall", "split-even", "negative", "positive"])
+    seed: int = 0
+
+
+@dataclass
+class DataSection:
+    # files, folders, globs or hf:IDs; or tables {path = "hf:Anthropic/hh-rlhf", subset = "harmless-base",
+    # split = "train"}; "demo" is the small preference set that ships with curate (curate/demo_data/)
+    sources: list = field(default_factory=list)
+    sft_fraction: float = 0.5  # the paper splits HH-RLHF in halves: SFT and preference data
+    split: str = "train"  # the pairs that are generated for, filtered and trained on
+    eval_split: str = "test"  # held-out pairs for the reward models' accuracy ("" for none)
+    where: str = ""  # an extra SQL predicate on pairs for the prompts to generate for
+
+
+@dataclass
+class SFTSection:
+    model: str = "smollm2-135m"  # a causal LM: folder, Hub id or the packaged default
+    checkpoint: str = ""  # a ready SFT model: used as is, no training
+    max_steps: int = -1  # > 0 overrides epochs
+    epochs: float = 1.0
+    batch_size: int = 8
+    lr: float = 2e-5
+    max_length: int = 1024
+
+
+@dataclass
+class EmbedSection:
+    model: str = "default"  # the packaged all-MiniLM-L6-v2; the paper: AnnaWegmann/Style-Embedding
+    backend: str = "auto"
+    batch_size: int = 32
+
+
+@dataclass
+class GenerateSection:
+    max_new_tokens: int = 128
+    top_k: int = 50
+    top_p: float = 1.0
+    temperature: float = 1.0
+    samples: int = 1
+    chat_template: bool = True
+    batch_size: int = 16
+    limit: int = 0  # 0: every selected prompt
+    sample_fraction: float = 1.0
+    dtype: str = "auto"
+    backend: str = "transformers"
+
+
+@dataclass
+class FilterSection:
+    eps: float = 0.2
+    size: int = 2000
+    aggregate: str = "mean"
+    distinct: bool = False
+
+
+@dataclass
+class RMSection:
+    lr: float = 9e-6
+    epochs: float = 1.0
+    batch_size: int = 8
+    max_length: int = 1024
+    long_rows: str = "drop"
+    label_smoothing: float = 0.0
+    activation_checkpointing: bool = True
+    eval_pairs: int = 0  # held-out pairs to score each reward model on (0: all of eval_split)
+
+
+@dataclass
+class PPOSection:
+    steps: int = 100
+    batch_size: int = 64
+    mini_batch_size: int = 16
+    max_new_tokens: int = 64
+    ppo_epochs: int = 4
+    top_k: int = 50
+    kl_coef: float = 0.02
+    kl_target: float = 0.0  # > 0 turns on the adaptive KL controller
+    actor_lr: float = 5e-6
+    critic_lr: float = 9e-6
+    save_every: int = 50
+    dtype: str = "float32"
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunSection, "data": DataSection, "sft": SFTSection, "embed": EmbedSection, "generate": GenerateSection,
+    "filter": FilterSection, "rm": RMSection, "ppo": PPOSection,
+}
+
+
+@dataclass
+class RunConfig:
+    run: RunSection
+    data: DataSection
+    sft: SFTSection
+    embed: EmbedSection
+    generate: GenerateSection
+    filter: FilterSection
+    rm: RMSection
+    ppo: PPOSection
+    path: str = ""  # the file it was read from
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the resolved settings (defaults filled in): a run resumes only with the same one."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.run.checkpoints) if self.run.checkpoints else \
+            Path(self.run.workspace) / "checkpoints" / self.run.name
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_type(where: str, value, hint: str) -> object:
+    """Check a TOML value against a field's annotation ("int", "float", "str", "bool", "list[...]")."""
+    kind = hint.split("[")[0]
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CurateError(f"{where} must be a number, not {value!r}.")
+        return float(value)
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise CurateError(f"{where} must be a whole number, not {value!r}.")
+    if kind == "list" and not isinstance(value, list):
+        raise CurateError(f"{where} must be a list, e.g. [\"a\", \"b\"], not {value!r}.")
+    if kind == "str" and not isinstance(value, str):
+        raise CurateError(f"{where} must be a string (in quotes), not {value!r}.")
+    if kind == "bool" and not isinstance(value, bool):
+        raise CurateError(f"{where} must be true or false, not {value!r}.")
+    return value
+
+
+def parse(doc: dict, path: str = "<config>") -> RunConfig:
+    """Validate a parsed TOML document into a RunConfig (errors name the file, section and key)."""
+    unknown = [k for k in doc if k not in SECTIONS]
+    if unknown:
+        valid = list(SECTIONS)
+        raise CurateError(f"{path}: unknown section [{unknown[0]}]{_suggest(unknown[0], valid)}; the sections are "
+                          f"{', '.join(f'[{s}]' for s in valid)}.")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise CurateError(f"{path}: `{name}` must be a [{name}] table.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in table:
+            if key not in fields:
+                raise CurateError(f"{path}: unknown key {key!r} in [{name}]{_suggest(key, list(fields))}; valid "
+                                  f"keys: {', '.join(fields)}.")
+        values = {k: _check_type(f"{path}: [{name}] {k}", v, fields[k].type) for k, v in table.items()}
+        sections[name] = cls(**values)
+    cfg = RunConfig(**sections, path=path)
+    if not cfg.run.name:
+        cfg.run.name = Path(path).stem if path != "<config>" else "run"
+    _check_values(cfg, path)
+    return cfg
+
+
+def _check_values(cfg: RunConfig, path: str) -> None:
+    def bad(where: str, msg: str) -> CurateError:
+        return CurateError(f"{path}: {where} {msg}")
+
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
+        raise bad("[run] name", f"{cfg.run.name!r} must be letters, digits, '.', '_' or '-' (it names subsets "
+                  "and checkpoint folders).")
+    if cfg.run.alpha < 1:
+        raise bad("[run] alpha", f"must be at least 1 (FRFT iterations); got {cfg.run.alpha}.")
+    if not cfg.run.strategies:
+        raise bad("[run] strategies", f"is empty: list one or more of {', '.join(STRATEGIES)}.")
+    for s in cfg.run.strategies:
+        if s not in STRATEGIES:
+            raise bad("[run] strategies", f"has {s!r}{_suggest(s, list(STRATEGIES))}; valid: {', '.join(STRATEGIES)}.")
+    if len(set(cfg.run.strategies)) != len(cfg.run.strategies):
+        raise bad("[run] strategies", "lists a strategy twice (each strategy is one branch).")
+    if not cfg.data.sources:
+        raise bad("[data] sources", "is missing: list the preference files, e.g. sources = [\"demo\"] or "
+                  "[\"hf:Anthropic/hh-rlhf\"].")
+    for i, src in enumerate(cfg.data.sources):
+        if isinstance(src, dict):
+            extra = set(src) - {"path", "subset", "split", "revision"}
+            if "path" not in src or extra:
+                raise bad(f"[data] sources[{i}]", "must be a string or a table with `path` (and optionally subset, "
+                          f"split, revision); got {src!r}.")
+        elif not isinstance(src, str):
+            raise bad(f"[data] sources[{i}]", f"must be a path, hf:ID or \"demo\"; got {src!r}.")
+    if not 0 <= cfg.data.sft_fraction < 1:
+        raise bad("[data] sft_fraction", f"must be in [0, 1); got {cfg.data.sft_fraction}.")
+    if cfg.filter.aggregate not in AGGREGATES:
+        raise bad("[filter] aggregate", f"must be one of {', '.join(AGGREGATES)}; got {cfg.filter.aggregate!r}.")
+    if not 0 < cfg.filter.eps <= 2:
+        raise bad("[filter] eps", f"must be in (0, 2]; got {cfg.filter.eps}.")
+    for where, value in (("[filter] size", cfg.filter.size), ("[rm] batch_size", cfg.rm.batch_size),
+                         ("[ppo] steps", cfg.ppo.steps), ("[ppo] batch_size", cfg.ppo.batch_size),
+                         ("[generate] max_new_tokens", cfg.generate.max_new_tokens),
+                         ("[generate] samples", cfg.generate.samples), ("[sft] batch_size", cfg.sft.batch_size)):
+        if value < 1:
+            raise bad(where, f"must be at least 1; got {value}.")
+    if cfg.ppo.batch_size % cfg.ppo.mini_batch_size:
+        raise bad("[ppo] batch_size", f"{cfg.ppo.batch_size} must be a multiple of mini_batch_size "
+                  f"{cfg.ppo.mini_batch_size}.")
+    if cfg.rm.long_rows not in ("drop", "truncate"):
+        raise bad("[rm] long_rows", f"must be \"drop\" or \"truncate\"; got {cfg.rm.long_rows!r}.")
+    if not 0 <= cfg.rm.label_smoothing < 0.5:
+        raise bad("[rm] label_smoothing", f"must be in [0, 0.5); got {cfg.rm.label_smoothing}.")
+    if not 0 < cfg.generate.sample_fraction <= 1:
+        raise bad("[generate] sample_fraction", f"must be in (0, 1]; got {cfg.generate.sample_fraction}.")
+
+
+def load(path: str | os.PathLike) -> RunConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise CurateError(f"--config {p}: no such file. Examples ship in configs/ (demo.toml, frft-hh.toml).")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CurateError(f"{p}: not valid TOML: {e}.") from None
+    return parse(doc, str(p))

@@ -1,0 +1,254 @@
+"""`curate run` (issue #7): the whole FRFT(alpha) loop with tiny models, its lineage, resume and config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from curate.errors import CurateError
+from curate.runconfig import load, parse
+
+from .conftest import hh_row, query, write_jsonl
+from .test_generate import tiny  # noqa: F401 - the tiny byte-level BPE policy, a session fixture
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+STRATEGIES = ["overall", "positive"]
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    return [hh_row(f"question {i} about topic {i % 7} ?", f"answer {i % 5} is good and kind",
+                   f"answer {i % 5} is bad") for i in range(start, start + n)]
+
+
+def toml(cfg: dict) -> str:
+    """A small TOML writer for the config dicts of these tests (tables of scalars and lists)."""
+    out = []
+    for section, values in cfg.items():
+        out.append(f"[{section}]")
+        out += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny) -> dict:  # noqa: F811 - the imported fixture
+    tmp = tmp_path_factory.mktemp("run")
+    train = write_jsonl(tmp / "data" / "toy" / "train.jsonl", rows(32))
+    test = write_jsonl(tmp / "data" / "toy" / "test.jsonl", rows(8, start=1000))
+    base = tiny[0]
+    cfg = {
+        "run": {"name": "toy", "workspace": str(tmp / "ws"), "alpha": 2, "strategies": STRATEGIES, "seed": 0},
+        "data": {"sources": [str(train), str(test)], "sft_fraction": 0.25, "split": "train", "eval_split": "test"},
+        "sft": {"model": str(base), "max_steps": 2, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+        "generate": {"max_new_tokens": 6, "batch_size": 8, "chat_template": False, "limit": 12},
+        "filter": {"eps": 2.0, "size": 6},
+        "rm": {"batch_size": 4, "max_length": 64, "lr": 1e-3, "eval_pairs": 4},
+        "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 1, "max_new_tokens": 4, "ppo_epochs": 1,
+                "dtype": "float32"},
+    }
+    path = tmp / "toy.toml"
+    path.write_text(toml(cfg), encoding="utf-8")
+    return {"tmp": tmp, "config": path, "cfg": cfg, "ws": tmp / "ws"}
+
+
+def steps_of(ws: Path, run_id: str = "toy") -> list[tuple]:
+    return query(ws, "select step, branch, iteration, status from runs where run_id = $r "
+                     "order by started_at, finished_at", {"r": run_id})
+
+
+@pytest.fixture(scope="module")
+def finished(setup):
+    """Run the loop, stopped by a Ctrl-C inside iteration 2's rm step of `positive`, then resumed."""
+    import train.rm as rm_mod
+    from curate.frft import Runner
+
+    cfg = load(setup["config"])
+    real = rm_mod.train_rm
+    calls = {"n": 0}
+
+    def interrupted(config):
+        if "positive/rm-it2" in config.output.replace("\\", "/"):
+            raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of this step
+        calls["n"] += 1
+        return real(config)
+
+    rm_mod.train_rm = interrupted
+    first = Runner(cfg, quiet=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            first.execute()
+    finally:
+        rm_mod.train_rm = real
+    before = steps_of(setup["ws"])
+    second = Runner(load(setup["config"]), resume=True, quiet=True)
+    second.execute()
+    return {"first": first, "second": second, "before": before, "rm_calls_first": calls["n"]}
+
+
+def test_the_first_attempt_stops_at_the_interrupted_step(finished):
+    before = finished["before"]
+    assert before[-1] == ("rm", "positive", 2, "interrupted")
+    assert all(status == "done" for *_, status in before[:-1])
+    assert finished["rm_calls_first"] == 3  # overall it1, positive it1, overall it2
+
+
+def test_resume_skips_finished_steps_and_reruns_the_interrupted_one(finished):
+    second = finished["second"]
+    done_first = {f"{s}/{b}/it{i}" for s, b, i, status in finished["before"] if status == "done"}
+    assert set(second.skipped) == done_first
+    assert second.ran[0] == "rm/positive/it2"
+    assert second.ran == ["rm/positive/it2", "ppo/positive/it2", "report/main/it2"]
+
+
+def test_plan_order_and_lineage(setup, finished):
+    ws = setup["ws"]
+    done = [r[:3] for r in steps_of(ws) if r[3] == "done"]
+    expected = [("ingest", "main", 0), ("sft", "main", 0), ("generate", "main", 1), ("embed", "main", 1),
+                ("score", "main", 1)]
+    for b in STRATEGIES:
+        expected += [("filter", b, 1), ("rm", b, 1), ("ppo", b, 1)]
+    expected += [("generate", b, 2) for b in STRATEGIES] + [("embed", "main", 2)]
+    for b in STRATEGIES:
+        expected += [("score", b, 2), ("filter", b, 2), ("rm", b, 2), ("ppo", b, 2)]
+    expected += [("report", "main", 2)]
+    assert done == expected
+
+    out = {(s, b, i): json.loads(o) for s, b, i, o in query(
+        ws, "select step, branch, iteration, outputs from runs where status = 'done'")}
+    inp = {(s, b, i): json.loads(x) for s, b, i, x in query(
+        ws, "select step, branch, iteration, inputs from runs where status = 'done'")}
+    sft = out[("sft", "main", 0)]["checkpoint"]
+    # the SFT model sees the sft half of the training split only: held-out pairs stay held out
+    assert out[("sft", "main", 0)]["rows"] == query(
+        ws, "select count(*) from pairs where role = 'sft' and split = 'train'")[0][0]
+    assert query(ws, "select count(*) from pairs where role = 'sft' and split = 'test'")[0][0] > 0
+    for b in STRATEGIES:
+        # subset -> RM -> policy -> next generations, all linked by name and path
+        assert out[("filter", b, 1)]["subset"] == f"toy-{b}-it1" == inp[("rm", b, 1)]["subset"]
+        assert inp[("rm", b, 1)]["base"] == sft
+        assert inp[("ppo", b, 1)]["reward"] == out[("rm", b, 1)]["checkpoint"]
+        assert inp[("ppo", b, 1)]["policy"] == sft and inp[("ppo", b, 1)]["reference"] == sft
+        assert inp[("generate", b, 2)]["policy"] == out[("ppo", b, 1)]["checkpoint"]
+        assert inp[("rm", b, 2)]["base"] == out[("rm", b, 1)]["checkpoint"]  # the RM is fine-tuned again
+        assert inp[("ppo", b, 2)]["policy"] == out[("ppo", b, 1)]["checkpoint"]
+        assert inp[("ppo", b, 2)]["reference"] == sft  # KL against pi_ref in every iteration
+        assert out[("filter", b, 2)]["subset"] == f"toy-{b}-it2"
+        assert 0 <= out[("rm", b, 1)]["eval_accuracy"] <= 1 and out[("rm", b, 1)]["eval_pairs"] == 4
+
+
+def test_iteration_2_samples_each_branch_s_own_ppo_policy(setup, finished):
+    from curate.policy import resolve_policy
+
+    ws = setup["ws"]
+    policies = dict(query(ws, "select branch, any_value(policy) from generations where iteration = 2 group by 1"))
+    assert set(policies) == set(STRATEGIES)
+    for b in STRATEGIES:
+        ppo_it1 = json.loads(query(ws, "select outputs from runs where step = 'ppo' and branch = $b and iteration = 1 "
+                                       "and status = 'done'", {"b": b})[0][0])["checkpoint"]
+        assert policies[b] == resolve_policy(ppo_it1).policy_id
+    assert policies[STRATEGIES[0]] != policies[STRATEGIES[1]]  # two policies, trained apart
+    sft = query(ws, "select distinct policy from generations where iteration = 1")
+    assert len(sft) == 1 and sft[0][0] not in policies.values()
+    # iteration 1 is sampled once (branch main) and shared: no per-branch copies
+    assert query(ws, "select distinct branch from generations where iteration = 1") == [("main",)]
+    # each branch's iteration-2 subset was filtered from its own similarities
+    assert dict(query(ws, "select name, branch from subsets where name like 'toy-%-it2'")) == \
+        {f"toy-{b}-it2": b for b in STRATEGIES}
+
+
+def test_report_outputs_exist_and_the_intersection_is_per_strategy(finished):
+    report = finished["second"].done["report/main/it2"]
+    for key in ("intersect", "intersect_png", "cdf", "html"):
+        assert Path(report[key]).is_file(), key
+    assert sorted(r["strategy"] for r in report["intersect_rows"]) == sorted(STRATEGIES)
+
+
+def test_cli_runs_shows_the_lineage_and_a_rerun_without_resume_is_refused(cli, setup, finished):
+    r = cli("runs", "--config", setup["config"])
+    assert r.exit_code == 0, r.output
+    assert "ppo" in r.stdout and "positive" in r.stdout and "toy-positive-it2" in r.stdout
+    r = cli("runs", "-w", setup["ws"], "--json")
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert {x["status"] for x in lines} == {"done", "interrupted"}
+    r = cli("run", "--config", setup["config"], "-q")
+    assert r.exit_code == 1 and "already exists" in r.stderr and "--resume" in r.stderr
+    r = cli("run", "--config", setup["config"], "--resume")  # everything done: every step skipped
+    assert r.exit_code == 0, r.output
+    assert "0 steps run" in r.stderr and "skip" in r.stderr and "intersection" in r.stderr
+
+
+def test_resume_refuses_another_config(cli, setup, finished):
+    changed = setup["tmp"] / "changed.toml"
+    cfg = json.loads(json.dumps(setup["cfg"]))
+    cfg["filter"]["size"] = 5
+    changed.write_text(toml(cfg), encoding="utf-8")
+    r = cli("run", "--config", changed, "--resume", "-q")
+    assert r.exit_code == 1 and "another config" in r.stderr
+
+
+def test_a_killed_process_leaves_running_rows_that_resume_marks_interrupted(setup, finished):
+    from curate.frft import SHARED, Runner, Step, _row, _write_row
+
+    cfg = load(setup["config"])
+    runner = Runner(cfg, resume=True, quiet=True)
+    # what a SIGKILL leaves behind: a row still 'running'
+    s = Step("report", SHARED, 2, {"strategies": STRATEGIES}, lambda: {})
+    _write_row(runner.ws, _row("toy", s, "running", cfg.sha256, "2026-01-01T00:00:00Z", None), None)
+    runner.execute()
+    statuses = [r[3] for r in steps_of(setup["ws"]) if r[0] == "report"]
+    assert "running" not in statuses and statuses.count("interrupted") == 1
+
+
+def test_dry_run_estimates_without_loading_a_model(cli, setup, finished):
+    r = cli("run", "--config", setup["config"], "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    est = json.loads(r.stdout)
+    it1, it2 = est["iterations"]
+    assert it1["prompts"] == 12 and it1["tokens_to_generate"] == 12 * 6
+    assert it2["policies_sampled"] == 2 and it2["tokens_to_generate"] == 2 * 12 * 6
+    assert it1["ppo_steps"] == 2 and est["complete"]
+    # the finished run measured its own throughput, which replaces the defaults
+    assert est["throughput"]["generate_tokens_per_s"]["from"].startswith("run toy")
+
+
+# -- the config --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("doc, message", [
+    ({"data": {"sources": ["demo"]}, "rm": {"lrr": 1e-5}}, "unknown key 'lrr' in [rm] (did you mean 'lr'?)"),
+    ({"data": {"sources": ["demo"]}, "ppoo": {}}, "unknown section [ppoo] (did you mean 'ppo'?)"),
+    ({"data": {"sources": ["demo"]}, "run": {"alpha": "2"}}, "[run] alpha must be a whole number"),
+    ({"data": {"sources": ["demo"]}, "run": {"strategies": ["overal"]}}, "did you mean 'overall'?"),
+    ({"data": {"sources": ["demo"]}, "filter": {"eps": 3}}, "[filter] eps must be in (0, 2]"),
+    ({"data": {}}, "[data] sources is missing"),
+    ({"data": {"sources": ["demo"]}, "ppo": {"batch_size": 6, "mini_batch_size": 4}}, "multiple of mini_batch_size"),
+])
+def test_config_errors_name_the_file_section_and_key(doc, message):
+    with pytest.raises(CurateError) as e:
+        parse(doc, "my.toml")
+    assert str(e.value).startswith("my.toml: ") and message in str(e.value)
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(CurateError, match="valid keys: lr, epochs, batch_size"):
+        parse({"data": {"sources": ["demo"]}, "rm": {"nope": 1}})
+
+
+def test_shipped_configs_parse():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    demo, paper = load(root / "demo.toml"), load(root / "frft-hh.toml")
+    assert demo.run.alpha == 2 and demo.run.strategies == ["overall", "split-even", "negative", "positive"]
+    assert (paper.sft.model, paper.embed.model) == ("gpt2-medium", "AnnaWegmann/Style-Embedding")
+    assert (paper.filter.size, paper.filter.eps, paper.run.alpha) == (2000, 0.2, 2)
+    assert (paper.ppo.actor_lr, paper.ppo.critic_lr, paper.ppo.kl_coef, paper.rm.lr) == (5e-6, 9e-6, 0.02, 9e-6)
+    assert paper.data.sft_fraction == 0.5
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nname = 1\n", encoding="utf-8")
+    with pytest.raises(CurateError, match=r"bad.toml: not valid TOML"):
+        load(bad)
+    with pytest.raises(CurateError, match="no such file"):
+        load(tmp_path / "nope.toml")
