@@ -5,11 +5,11 @@ The plan (Steps below, in order):
     ingest                  the config's sources -> pairs (sft and pref halves)
     sft                     fine-tune the policy on the sft half (or take a ready checkpoint)
     for k in 1..alpha:
-      generate  (k = 1)     sample the SFT policy once, on branch `main`: every branch starts from it
+      generate  (k = 1)     sample the SFT policy once, on the run's shared branch: every branch starts from it
       generate  (k > 1)     each branch samples its own PPO policy of iteration k - 1
       embed                 one step for all branches: only texts without a vector cost anything
       per branch (one per strategy, as the paper's RM1..RM4):
-        score, filter       similarities of the generations this branch sampled (main's at k = 1) -> subset
+        score, filter       similarities of the generations this branch sampled (the shared ones at k = 1)
         rm                  fine-tune the reward model on the subset (from the SFT model at k = 1, else the
                             branch's reward model of k - 1)
         ppo                 PPO from the SFT policy (k = 1) or the branch's PPO policy of k - 1, KL against SFT
@@ -19,7 +19,9 @@ Every step writes a `runs` row (status running) before it starts and replaces it
 with its outputs and seconds) when it ends, so `curate runs` and SQL show the lineage: subset -> RM -> policy ->
 next generations. `--resume` skips the steps that are done (and says so); a step killed half-way is rerun,
 and the steps underneath resume their own partial work (generation batches, embedding shards, PPO checkpoints).
-Data of iteration 1 lives on branch `main` (one SFT policy for all branches); iteration k > 1 on branch <strategy>.
+Branches are named after the run: iteration 1's data (one SFT policy for all) lives on branch `<run>`, iteration
+k > 1 on branch `<run>/<strategy>`, so several runs share a workspace (and its embeddings) without colliding, and
+the plain commands' branch `main` is left alone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from .errors import CurateError
 from .runconfig import RunConfig
 from .workspace import Workspace
 
-SHARED = "main"  # the branch of shared work: ingest, SFT, iteration 1's generations, embeddings
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Step:
     step: str
     branch: str
     iteration: int
-    inputs: dict
+    inputs: Callable[[], dict]  # what the step starts from, evaluated when it starts (after the steps before it)
     fn: Callable[[], dict]
     # outputs that must still exist for a finished step to count as done (checkpoint folders)
     artifacts: Callable[[dict], list[str]] = field(default=lambda outputs: [])
@@ -72,10 +73,25 @@ def runs_rows(ws: Workspace, run_id: str | None = None) -> list[dict]:
         con.close()
 
 
-def _row(run_id: str, s: Step, status: str, config_sha: str, started, finished,
+# the keys that tell where a step's inputs came from and what it made (curate runs, the HTML report)
+LINEAGE_IN = ("sources", "model", "checkpoint", "policy", "generations", "similarities", "subset", "base", "reward")
+LINEAGE_OUT = ("added", "checkpoint", "policy", "rows", "embedded", "pairs", "subset", "eval_accuracy",
+               "reward_last", "html")
+
+
+def lineage_text(d: dict, out: bool = False, sep: str = "\n") -> str:
+    parts = []
+    for k in LINEAGE_OUT if out else LINEAGE_IN:
+        if k in d and d[k] not in (None, ""):
+            v = f"{d[k]:.3f}" if isinstance(d[k], float) else d[k]
+            parts.append(f"{k}={v}")
+    return sep.join(parts)
+
+
+def _row(run_id: str, s: Step, inputs: dict, status: str, config_sha: str, started, finished,
          outputs: dict | None = None, seconds: float | None = None, error: str | None = None) -> dict:
     return {"run_id": run_id, "step": s.step, "branch": s.branch, "iteration": s.iteration, "status": status,
-            "inputs": json.dumps(s.inputs, default=str), "outputs": json.dumps(outputs or {}, default=str),
+            "inputs": json.dumps(inputs, default=str), "outputs": json.dumps(outputs or {}, default=str),
             "config_sha256": config_sha, "started_at": started, "finished_at": finished, "seconds": seconds,
             "error": error}
 
@@ -114,72 +130,98 @@ class Runner:
         self.cfg = cfg
         self.ws = Workspace(cfg.run.workspace)
         self.run_id = cfg.run.name
+        self.shared = cfg.run.name  # the branch of shared work: ingest, SFT, iteration 1's samples, embeddings
         self.resume = resume
         self.quiet = quiet
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr))
-        self.ckpt = cfg.checkpoints
+        self.ckpt = cfg.checkpoints.resolve()  # absolute: a resumed run finds them from any folder
         self.done: dict[str, dict] = {}  # step key -> outputs of its finished row
+        self.current: str | None = None  # the step running now
         self.skipped: list[str] = []
         self.ran: list[str] = []
 
     # paths of the checkpoints, fixed by the config so a resumed run finds them
     def sft_path(self) -> Path:
-        return Path(self.cfg.sft.checkpoint) if self.cfg.sft.checkpoint else self.ckpt / "sft"
+        done = self.done.get(f"sft/{self.shared}/it0")
+        if done:  # the folder the sft step trained or resolved (a Hub id's snapshot)
+            return Path(done["checkpoint"])
+        if self.cfg.sft.checkpoint:
+            given = Path(self.cfg.sft.checkpoint)
+            return given.resolve() if given.exists() else given  # a folder, or a Hub id resolved by the step
+        return self.ckpt / "sft"
 
-    def rm_path(self, branch: str, k: int) -> Path:
-        return self.ckpt / branch / f"rm-it{k}"
+    def rm_path(self, strategy: str, k: int) -> Path:
+        return self.ckpt / strategy / f"rm-it{k}"
 
-    def ppo_path(self, branch: str, k: int) -> Path:
-        return self.ckpt / branch / f"ppo-it{k}"
+    def ppo_path(self, strategy: str, k: int) -> Path:
+        return self.ckpt / strategy / f"ppo-it{k}"
 
     def subset_name(self, strategy: str, k: int) -> str:
         return f"{self.run_id}-{strategy}-it{k}"
 
-    def data_branch(self, branch: str, k: int) -> str:
-        """Where iteration k's generations and scores of a branch live: main at k = 1 (shared SFT samples)."""
-        return SHARED if k == 1 else branch
+    def branch(self, strategy: str) -> str:
+        """A strategy's branch: its own reward models and actor (the paper's RM1..RM4)."""
+        return f"{self.run_id}/{strategy}"
 
-    def policy_for(self, branch: str, k: int) -> Path:
-        """The policy that samples (and that PPO starts from) in iteration k of a branch."""
-        return self.sft_path() if k == 1 else self.ppo_path(branch, k - 1)
+    def data_branch(self, strategy: str, k: int) -> str:
+        """Where iteration k's generations and scores of a strategy live: the shared branch at k = 1."""
+        return self.shared if k == 1 else self.branch(strategy)
+
+    @property
+    def report_key(self) -> str:
+        return f"report/{self.shared}/it{self.cfg.run.alpha}"
+
+    def rm_base(self, strategy: str, k: int) -> Path:
+        """The reward model of iteration k starts from the SFT model (k = 1) or the branch's RM of k - 1."""
+        return self.sft_path() if k == 1 else self.rm_path(strategy, k - 1)
+
+    def policy_for(self, strategy: str | None, k: int) -> Path:
+        """The policy that samples (and that PPO starts from) in iteration k of a strategy's branch."""
+        return self.sft_path() if k == 1 else self.ppo_path(strategy, k - 1)
 
     # -- plan ---------------------------------------------------------------------------------------
     def plan(self) -> list[Step]:
-        cfg = self.cfg
-        steps = [Step("ingest", SHARED, 0, {"sources": cfg.data.sources, "sft_fraction": cfg.data.sft_fraction},
-                      self._ingest)]
+        """The steps in order. Inputs are functions: they are read when the step starts, so they name what
+        the steps before it actually made (a Hub id's local folder, for instance)."""
+        cfg, steps, shared = self.cfg, [], self.shared
+        checkpoint = {"artifacts": lambda o: [o["checkpoint"]]}  # redo a finished step whose model is gone
+
+        def add(step: str, branch: str, k: int, inputs: Callable[[], dict], fn: Callable[[], dict], **kw) -> None:
+            steps.append(Step(step, branch, k, inputs, fn, **kw))
+
+        add("ingest", shared, 0, lambda: {"sources": cfg.data.sources, "sft_fraction": cfg.data.sft_fraction},
+            self._ingest)
         if cfg.sft.checkpoint:
-            steps.append(Step("sft", SHARED, 0, {"checkpoint": cfg.sft.checkpoint, "trained": False}, self._sft_given,
-                              artifacts=lambda o: [o["checkpoint"]]))
+            add("sft", shared, 0, lambda: {"checkpoint": cfg.sft.checkpoint, "trained": False}, self._sft_given,
+                **checkpoint)
         else:
-            steps.append(Step("sft", SHARED, 0, {"model": cfg.sft.model, "pairs": f"role = 'sft' and split = '{cfg.data.split}'"}, self._sft,
-                              artifacts=lambda o: [o["checkpoint"]]))
+            add("sft", shared, 0, lambda: {"model": cfg.sft.model, "pairs": f"role = 'sft' and split = "
+                                           f"'{cfg.data.split}'"}, self._sft, **checkpoint)
         for k in range(1, cfg.run.alpha + 1):
-            if k == 1:
-                steps.append(Step("generate", SHARED, 1, {"policy": str(self.sft_path())},
-                                  lambda: self._generate(SHARED, 1)))
+            if k == 1:  # one SFT policy for every branch: sampled once
+                add("generate", shared, 1, lambda: {"policy": str(self.sft_path())}, lambda: self._generate(None, 1))
             else:
-                for b in cfg.run.strategies:
-                    steps.append(Step("generate", b, k, {"policy": str(self.policy_for(b, k))},
-                                      lambda b=b, k=k: self._generate(b, k)))
-            steps.append(Step("embed", SHARED, k, {"model": cfg.embed.model}, self._embed))
+                for s in cfg.run.strategies:
+                    add("generate", self.branch(s), k, lambda s=s, k=k: {"policy": str(self.policy_for(s, k))},
+                        lambda s=s, k=k: self._generate(s, k))
+            add("embed", shared, k, lambda: {"model": cfg.embed.model}, self._embed)
             if k == 1:
-                steps.append(Step("score", SHARED, 1, {"generations": f"{SHARED}/it1"}, lambda: self._score(SHARED, 1)))
-            for b in cfg.run.strategies:
-                db = self.data_branch(b, k)
+                add("score", shared, 1, lambda: {"generations": f"{shared}/it1"}, lambda: self._score(shared, 1))
+            for s in cfg.run.strategies:
+                b = self.branch(s)
                 if k > 1:
-                    steps.append(Step("score", b, k, {"generations": f"{b}/it{k}"}, lambda b=b, k=k: self._score(b, k)))
-                steps.append(Step("filter", b, k, {"strategy": b, "similarities": f"{db}/it{k}",
-                                                   "eps": cfg.filter.eps, "size": cfg.filter.size},
-                                  lambda b=b, k=k: self._filter(b, k)))
-                base = self.sft_path() if k == 1 else self.rm_path(b, k - 1)
-                steps.append(Step("rm", b, k, {"base": str(base), "subset": self.subset_name(b, k)},
-                                  lambda b=b, k=k, base=base: self._rm(b, k, base),
-                                  artifacts=lambda o: [o["checkpoint"]]))
-                steps.append(Step("ppo", b, k, {"policy": str(self.policy_for(b, k)), "reward": str(self.rm_path(b, k)),
-                                                "reference": str(self.sft_path())},
-                                  lambda b=b, k=k: self._ppo(b, k), artifacts=lambda o: [o["checkpoint"]]))
-        steps.append(Step("report", SHARED, cfg.run.alpha, {"strategies": cfg.run.strategies}, self._report))
+                    add("score", b, k, lambda b=b, k=k: {"generations": f"{b}/it{k}"},
+                        lambda b=b, k=k: self._score(b, k))
+                add("filter", b, k, lambda s=s, k=k: {"strategy": s, "similarities": f"{self.data_branch(s, k)}/it{k}",
+                                                      "eps": cfg.filter.eps, "size": cfg.filter.size},
+                    lambda s=s, k=k: self._filter(s, k))
+                add("rm", b, k, lambda s=s, k=k: {"base": str(self.rm_base(s, k)), "subset": self.subset_name(s, k)},
+                    lambda s=s, k=k: self._rm(s, k), **checkpoint)
+                add("ppo", b, k, lambda s=s, k=k: {"policy": str(self.policy_for(s, k)),
+                                                   "reward": str(self.rm_path(s, k)),
+                                                   "reference": str(self.sft_path())},
+                    lambda s=s, k=k: self._ppo(s, k), **checkpoint)
+        add("report", shared, cfg.run.alpha, lambda: {"strategies": cfg.run.strategies}, self._report)
         return steps
 
     # -- execute ------------------------------------------------------------------------------------
@@ -235,19 +277,22 @@ class Runner:
                 return
             self.echo(f"redo  {s.key:<30} done earlier, but {gone[0]} is gone")
         started = _now()
-        self.echo(f"run   {s.key:<30} {_short(s.inputs)}")
-        path = _write_row(self.ws, _row(self.run_id, s, "running", self.cfg.sha256, started, None), None)
+        self.current = s.key
+        inputs = s.inputs()
+        self.echo(f"run   {s.key:<30} {_short(inputs)}")
+        path = _write_row(self.ws, _row(self.run_id, s, inputs, "running", self.cfg.sha256, started, None), None)
         t0 = time.perf_counter()
         try:
             outputs = s.fn()
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            _write_row(self.ws, _row(self.run_id, s, status, self.cfg.sha256, started, _now(),
+            _write_row(self.ws, _row(self.run_id, s, inputs, status, self.cfg.sha256, started, _now(),
                                      seconds=round(time.perf_counter() - t0, 3),
                                      error=f"{type(e).__name__}: {e}"[:2000]), path)
             raise
         seconds = round(time.perf_counter() - t0, 3)
-        _write_row(self.ws, _row(self.run_id, s, "done", self.cfg.sha256, started, _now(), outputs, seconds), path)
+        done = _row(self.run_id, s, inputs, "done", self.cfg.sha256, started, _now(), outputs, seconds)
+        _write_row(self.ws, done, path)
         self.done[s.key] = outputs
         self.ran.append(s.key)
         self.echo(f"done  {s.key:<30} {seconds:.1f} s  {_short(outputs)}")
@@ -310,7 +355,7 @@ class Runner:
         extra = f" and ({self.cfg.data.where})" if self.cfg.data.where else ""
         return f"split = '{split}'{extra}"
 
-    def _generate(self, branch: str, k: int) -> dict:
+    def _generate(self, strategy: str | None, k: int) -> dict:
         from .generate import GenerateParams, generate
         from .progress import generation_progress
 
@@ -318,7 +363,8 @@ class Runner:
         params = GenerateParams(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature,
                                 max_new_tokens=g.max_new_tokens, samples=g.samples, seed=self.cfg.run.seed + k,
                                 chat_template=g.chat_template)
-        policy = self.policy_for(branch, k)
+        policy = self.policy_for(strategy, k)
+        branch = self.shared if strategy is None else self.branch(strategy)
         with generation_progress(self.quiet) as progress:
             r = generate(self.ws, str(policy), iteration=k, branch=branch, params=params, backend=g.backend,
                          dtype=g.dtype, batch_size=g.batch_size, where=self._where(), limit=g.limit or None,
@@ -364,16 +410,17 @@ class Runner:
         return {"subset": r.name, "subset_id": r.subset_id, "rows": r.rows, "distinct_pairs": r.distinct_pairs,
                 "manifest": r.manifest}
 
-    def _rm(self, branch: str, k: int, base: Path) -> dict:
+    def _rm(self, strategy: str, k: int) -> dict:
         from train.rm import RMConfig, evaluate_rm, train_rm
 
         c = self.cfg.rm
-        r = train_rm(RMConfig(base=str(base), output=str(self.rm_path(branch, k)), subset=self.subset_name(branch, k),
+        r = train_rm(RMConfig(base=str(self.rm_base(strategy, k)), output=str(self.rm_path(strategy, k)),
+                              subset=self.subset_name(strategy, k),
                               workspace=str(self.ws.root), learning_rate=c.lr, epochs=c.epochs,
                               batch_size=c.batch_size, max_length=c.max_length, long_rows=c.long_rows,
                               label_smoothing=c.label_smoothing, activation_checkpointing=c.activation_checkpointing,
                               seed=self.cfg.run.seed, overwrite=True, quiet=self.quiet))
-        out = {"checkpoint": str(r.output), "subset": self.subset_name(branch, k), "trained_rows": r.trained_rows,
+        out = {"checkpoint": str(r.output), "subset": self.subset_name(strategy, k), "trained_rows": r.trained_rows,
                "dropped_long": r.dropped_long, "train_loss": r.metrics["train_loss"],
                "throughput": {"rm_pairs_per_s": r.trained_rows * c.epochs / max(r.seconds, 1e-9)}}
         if self.cfg.data.eval_split:
@@ -386,7 +433,7 @@ class Runner:
             out.update(eval_pairs=ev["pairs"], eval_accuracy=ev["accuracy"], eval_margin=ev["mean_margin"])
         return out
 
-    def _ppo(self, branch: str, k: int) -> dict:
+    def _ppo(self, strategy: str, k: int) -> dict:
         from train.ppo import PPOConfig, train_ppo
 
         from .generate import select_prompts
@@ -395,8 +442,8 @@ class Runner:
         prompts = [x.text for x in select_prompts(self.ws, self._where(), g.limit or None,
                                                   g.sample_fraction if g.sample_fraction < 1 else None,
                                                   self.cfg.run.seed)]
-        out_dir = self.ppo_path(branch, k)
-        config = PPOConfig(policy=str(self.policy_for(branch, k)), reward=str(self.rm_path(branch, k)),
+        out_dir = self.ppo_path(strategy, k)
+        config = PPOConfig(policy=str(self.policy_for(strategy, k)), reward=str(self.rm_path(strategy, k)),
                            reference=str(self.sft_path()), output=str(out_dir), steps=p.steps,
                            batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
                            max_new_tokens=p.max_new_tokens, ppo_epochs=p.ppo_epochs, top_k=p.top_k,
@@ -421,9 +468,9 @@ class Runner:
         out: dict = {}
         folder = self.ws.root / "reports" / self.run_id
         folder.mkdir(parents=True, exist_ok=True)
+        names = [self.subset_name(s, k) for k in range(1, self.cfg.run.alpha + 1) for s in self.cfg.run.strategies]
         if self.cfg.run.alpha >= 2:
-            df = report.intersect(self.ws, strategies=self.cfg.run.strategies)
-            df = df.filter(df["strategy"].is_in(self.cfg.run.strategies))
+            df = report.intersect(self.ws, strategies=self.cfg.run.strategies, names=names)
             path = folder / "intersect.csv"
             tmp = path.with_suffix(".csv.tmp")
             df.write_csv(tmp)
@@ -431,12 +478,12 @@ class Runner:
             out["intersect"] = str(path)
             out["intersect_rows"] = df.to_dicts()
             out["intersect_png"] = str(report.intersect_heatmap(df, folder / "intersect.png"))
-        c = report.cdf(self.ws, eps=self.cfg.filter.eps, aggregate=self.cfg.filter.aggregate,
+        branches = [self.shared] + [self.branch(s) for s in self.cfg.run.strategies]
+        c = report.cdf(self.ws, branch=branches, eps=self.cfg.filter.eps, aggregate=self.cfg.filter.aggregate,
                        output=folder / "cdf.png")
         out["cdf"] = str(c.path)
         out["html"] = str(report.html_report(self.ws, folder / "report.html", eps=self.cfg.filter.eps))
-        out["subsets"] = [self.subset_name(b, k) for k in range(1, self.cfg.run.alpha + 1)
-                          for b in self.cfg.run.strategies]
+        out["subsets"] = names
         return out
 
 
@@ -485,9 +532,9 @@ def estimate(cfg: RunConfig) -> dict:
             n_pref, n_sft, n_prompts = con.execute(
                 f"select count(*) filter (role = 'pref'), count(*) filter (role = 'sft'), "
                 f"count(distinct prompt) filter (role = 'pref') from pairs where split = '{split}'{extra}").fetchone()
-            n_texts = con.execute(
-                f"select count(distinct t) from (select chosen as t from pairs where role = 'pref' and split = '{split}' "
-                f"union all select rejected from pairs where role = 'pref' and split = '{split}')").fetchone()[0]
+            pref = f"from pairs where role = 'pref' and split = '{split}'{extra}"
+            n_texts = con.execute(f"select count(distinct t) from (select chosen as t {pref} "
+                                  f"union all select rejected {pref})").fetchone()[0]
         finally:
             con.close()
     known = bool(n_prompts)

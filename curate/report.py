@@ -47,6 +47,7 @@ with latest as (
     select subset_id, name, strategy, iteration
     from subsets
     where ($branch is null or branch = $branch) and ($strategies is null or list_contains($strategies, strategy))
+      and ($names is null or list_contains($names, name))
     qualify row_number() over (partition by strategy, iteration order by created_at desc, subset_id desc) = 1
 ),
 picked as (
@@ -104,6 +105,7 @@ ITERATIONS_SQL = """
 select strategy, list(distinct iteration order by iteration) as iterations
 from subsets
 where ($branch is null or branch = $branch) and ($strategies is null or list_contains($strategies, strategy))
+  and ($names is null or list_contains($names, name))
 group by strategy
 order by coalesce(list_position($order, strategy), 1000), strategy
 """
@@ -124,11 +126,14 @@ def _order(strategies: Sequence[str] | None) -> list[str]:
     return list(strategies) if strategies else list(STRATEGY_ORDER)
 
 
-def intersect(ws: Workspace, branch: str | None = None, strategies: Sequence[str] | None = None) -> "pl.DataFrame":
-    """Overlap of the subsets a strategy picks in iterations i < j (columns: INTERSECT_COLUMNS)."""
+def intersect(ws: Workspace, branch: str | None = None, strategies: Sequence[str] | None = None,
+              names: Sequence[str] | None = None) -> "pl.DataFrame":
+    """Overlap of the subsets a strategy picks in iterations i < j (columns: INTERSECT_COLUMNS); `names`
+    limits it to those subsets (the subsets of one `curate run`)."""
     ws.require()
     strategies = list(dict.fromkeys(strategies)) if strategies else None
-    params = {"branch": branch, "strategies": strategies, "order": _order(strategies)}
+    params = {"branch": branch, "strategies": strategies, "order": _order(strategies),
+              "names": list(names) if names else None}
     con = ws.connect()
     try:
         found = dict(con.execute(ITERATIONS_SQL, params).fetchall())
@@ -199,7 +204,8 @@ select branch, iteration,
        case when $aggregate = 'max' then pos_sim_max else pos_sim end as pos_sim,
        case when $aggregate = 'max' then neg_sim_max else neg_sim end as neg_sim
 from similarities
-where ($branch is null or branch = $branch) and list_contains($iterations, iteration) and model_id = $model_id
+where ($branches is null or list_contains($branches, branch)) and list_contains($iterations, iteration)
+  and model_id = $model_id
 order by branch, iteration
 """
 
@@ -230,9 +236,11 @@ class Similarities:
         return [("pos_sim", "pos_sim" + suffix), ("neg_sim", "neg_sim" + suffix)]
 
 
-def load_similarities(ws: Workspace, iterations: Sequence[int] | None = None, branch: str | None = None,
-                      eps: float = 0.2, aggregate: str = "mean", model: str | None = None) -> Similarities:
-    """The scored pairs of the iterations (default: all scored ones), checked for a single embedding model."""
+def load_similarities(ws: Workspace, iterations: Sequence[int] | None = None,
+                      branch: str | Sequence[str] | None = None, eps: float = 0.2, aggregate: str = "mean",
+                      model: str | None = None) -> Similarities:
+    """The scored pairs of the iterations (default: all scored ones) of a branch, several branches (a list)
+    or all of them (None), checked for a single embedding model."""
     if not 0 < eps <= 2:
         raise CurateError(f"--eps must be in (0, 2] (the similarity floor 1 - eps lies in [-1, 1)); got {eps}.")
     if aggregate not in AGGREGATES:
@@ -240,9 +248,11 @@ def load_similarities(ws: Workspace, iterations: Sequence[int] | None = None, br
     ws.require()
     con = ws.connect()
     try:
+        branches = [branch] if isinstance(branch, str) else (list(branch) if branch is not None else None)
         scored = con.execute(
-            "select iteration, model_id, count(*) from similarities where ($branch is null or branch = $branch) "
-            "group by all order by all", {"branch": branch}).fetchall()
+            "select iteration, model_id, count(*) from similarities "
+            "where ($branches is null or list_contains($branches, branch)) group by all order by all",
+            {"branches": branches}).fetchall()
         where = f" on branch {branch!r}" if branch else ""
         score_cmd = "curate score --iteration {it}" + (f" --branch {branch}" if branch else "")
         have = sorted({it for it, _, _ in scored})
@@ -265,7 +275,7 @@ def load_similarities(ws: Workspace, iterations: Sequence[int] | None = None, br
         elif len(models) > 1:
             raise CurateError(f"The iterations are scored with several embedding models ({', '.join(models)}): "
                               "pick one with --model.")
-        frame = query_frame(con, SIMILARITIES_SQL, {"branch": branch, "iterations": its, "model_id": models[0],
+        frame = query_frame(con, SIMILARITIES_SQL, {"branches": branches, "iterations": its, "model_id": models[0],
                                                     "aggregate": aggregate})
     finally:
         con.close()
@@ -354,7 +364,8 @@ def default_cdf_path(ws: Workspace, sims: Similarities, branch: str | None) -> P
     return ws.root / "reports" / f"cdf-it{its}{extra}.png"
 
 
-def cdf(ws: Workspace, iterations: Sequence[int] | None = None, branch: str | None = None, eps: float = 0.2,
+def cdf(ws: Workspace, iterations: Sequence[int] | None = None, branch: str | Sequence[str] | None = None,
+        eps: float = 0.2,
         aggregate: str = "mean", model: str | None = None, output: str | os.PathLike | None = None) -> CdfReport:
     """Draw the CDF figure to output (default <workspace>/reports/cdf-it<N...>.png) and return its stats."""
     sims = load_similarities(ws, iterations, branch, eps, aggregate, model)
@@ -431,6 +442,13 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
     out.append(_table(["created_at", "step", "manifest", "summary"], steps) if steps else
                _note("No manifests yet: every curate step (ingest, embed, score, filter) writes one."))
 
+    runs = _runs(ws)
+    if runs:
+        out.append("<h3>FRFT runs (curate run)</h3>")
+        out.append(_note("One row per step, in order; from: what the step started from, made: what it produced "
+                         "(paths relative to the workspace). `curate runs` shows the same."))
+        out.append(_table(["run", "step", "branch", "it", "status", "seconds", "from", "made"], runs))
+
     out.append("<h2>Subsets</h2>")
     if subsets.height:
         out.append(_table(subsets.columns, subsets.rows()))
@@ -481,6 +499,16 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(out))
     return path
+
+
+def _runs(ws: Workspace) -> list[list]:
+    from .frft import lineage_text, runs_rows
+
+    root = str(ws.root) + "/"
+    return [[r["run_id"], r["step"], r["branch"], r["iteration"], r["status"], r["seconds"],
+             _Text(lineage_text(json.loads(r["inputs"] or "{}")).replace(root, "")),
+             _Text((lineage_text(json.loads(r["outputs"] or "{}"), out=True) or r["error"] or "").replace(root, ""))]
+            for r in runs_rows(ws)]
 
 
 class _Text(str):

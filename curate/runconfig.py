@@ -21,7 +21,9 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,41 +176,64 @@ def _check_type(where: str, value, hint: str) -> object:
     return value
 
 
-def parse(doc: dict, path: str = "<config>") -> RunConfig:
-    """Validate a parsed TOML document into a RunConfig (errors name the file, section and key)."""
+def _locator(path: str, text: str | None) -> Callable[[str, str | None], str]:
+    """where(section, key) -> "file, line N" (the line of `key =` in [section], or of the [section] header)."""
+    lines = (text or "").splitlines()
+
+    def where(section: str, key: str | None = None) -> str:
+        current = None
+        for n, line in enumerate(lines, 1):
+            stripped = line.strip()
+            head = re.match(r"^\[\s*([A-Za-z0-9_-]+)\s*\]", stripped)
+            if head:
+                current = head.group(1)
+                if key is None and current == section:
+                    return f"{path}, line {n}"
+            elif key is not None and current == section and re.match(rf"^{re.escape(key)}\s*=", stripped):
+                return f"{path}, line {n}"
+        return path
+
+    return where
+
+
+def parse(doc: dict, path: str = "<config>", text: str | None = None) -> RunConfig:
+    """Validate a parsed TOML document into a RunConfig (errors name the file, line, section and key)."""
+    where = _locator(path, text)
     unknown = [k for k in doc if k not in SECTIONS]
     if unknown:
         valid = list(SECTIONS)
-        raise CurateError(f"{path}: unknown section [{unknown[0]}]{_suggest(unknown[0], valid)}; the sections are "
-                          f"{', '.join(f'[{s}]' for s in valid)}.")
+        raise CurateError(f"{where(unknown[0])}: unknown section [{unknown[0]}]{_suggest(unknown[0], valid)}; the "
+                          f"sections are {', '.join(f'[{s}]' for s in valid)}.")
     sections = {}
     for name, cls in SECTIONS.items():
         table = doc.get(name, {})
         if not isinstance(table, dict):
-            raise CurateError(f"{path}: `{name}` must be a [{name}] table.")
+            raise CurateError(f"{where(name)}: `{name}` must be a [{name}] table.")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in table:
             if key not in fields:
-                raise CurateError(f"{path}: unknown key {key!r} in [{name}]{_suggest(key, list(fields))}; valid "
-                                  f"keys: {', '.join(fields)}.")
-        values = {k: _check_type(f"{path}: [{name}] {k}", v, fields[k].type) for k, v in table.items()}
+                raise CurateError(f"{where(name, key)}: unknown key {key!r} in [{name}]{_suggest(key, list(fields))}; "
+                                  f"valid keys: {', '.join(fields)}.")
+        values = {k: _check_type(f"{where(name, k)}: [{name}] {k}", v, fields[k].type) for k, v in table.items()}
         sections[name] = cls(**values)
     cfg = RunConfig(**sections, path=path)
     if not cfg.run.name:
         cfg.run.name = Path(path).stem if path != "<config>" else "run"
-    _check_values(cfg, path)
+    _check_values(cfg, where)
     return cfg
 
 
-def _check_values(cfg: RunConfig, path: str) -> None:
-    def bad(where: str, msg: str) -> CurateError:
-        return CurateError(f"{path}: {where} {msg}")
-
-    import re
+def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> None:
+    def bad(where: str, msg: str) -> CurateError:  # where: "[section] key" or "[section] key[i]"
+        section, key = re.match(r"\[(\w+)\] (\w+)", where).groups()
+        return CurateError(f"{locate(section, key)}: {where} {msg}")
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run.name):
-        raise bad("[run] name", f"{cfg.run.name!r} must be letters, digits, '.', '_' or '-' (it names subsets "
-                  "and checkpoint folders).")
+        raise bad("[run] name", f"{cfg.run.name!r} must be letters, digits, '.', '_' or '-' (it names branches, "
+                  "subsets and checkpoint folders).")
+    if cfg.run.name == "main":
+        raise bad("[run] name", "cannot be 'main': that is the branch of the plain commands (curate generate, "
+                  "score, filter); pick another name.")
     if cfg.run.alpha < 1:
         raise bad("[run] alpha", f"must be at least 1 (FRFT iterations); got {cfg.run.alpha}.")
     if not cfg.run.strategies:
@@ -256,8 +281,9 @@ def load(path: str | os.PathLike) -> RunConfig:
     p = Path(path)
     if not p.is_file():
         raise CurateError(f"--config {p}: no such file. Examples ship in configs/ (demo.toml, frft-hh.toml).")
+    text = p.read_text(encoding="utf-8")
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CurateError(f"{p}: not valid TOML: {e}.") from None
-    return parse(doc, str(p))
+    return parse(doc, str(p), text)

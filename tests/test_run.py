@@ -90,7 +90,7 @@ def finished(setup):
 
 def test_the_first_attempt_stops_at_the_interrupted_step(finished):
     before = finished["before"]
-    assert before[-1] == ("rm", "positive", 2, "interrupted")
+    assert before[-1] == ("rm", "toy/positive", 2, "interrupted")
     assert all(status == "done" for *_, status in before[:-1])
     assert finished["rm_calls_first"] == 3  # overall it1, positive it1, overall it2
 
@@ -99,35 +99,36 @@ def test_resume_skips_finished_steps_and_reruns_the_interrupted_one(finished):
     second = finished["second"]
     done_first = {f"{s}/{b}/it{i}" for s, b, i, status in finished["before"] if status == "done"}
     assert set(second.skipped) == done_first
-    assert second.ran[0] == "rm/positive/it2"
-    assert second.ran == ["rm/positive/it2", "ppo/positive/it2", "report/main/it2"]
+    assert second.ran == ["rm/toy/positive/it2", "ppo/toy/positive/it2", "report/toy/it2"]
 
 
 def test_plan_order_and_lineage(setup, finished):
     ws = setup["ws"]
     done = [r[:3] for r in steps_of(ws) if r[3] == "done"]
-    expected = [("ingest", "main", 0), ("sft", "main", 0), ("generate", "main", 1), ("embed", "main", 1),
-                ("score", "main", 1)]
-    for b in STRATEGIES:
+    branches = [f"toy/{s}" for s in STRATEGIES]
+    expected = [("ingest", "toy", 0), ("sft", "toy", 0), ("generate", "toy", 1), ("embed", "toy", 1),
+                ("score", "toy", 1)]
+    for b in branches:
         expected += [("filter", b, 1), ("rm", b, 1), ("ppo", b, 1)]
-    expected += [("generate", b, 2) for b in STRATEGIES] + [("embed", "main", 2)]
-    for b in STRATEGIES:
+    expected += [("generate", b, 2) for b in branches] + [("embed", "toy", 2)]
+    for b in branches:
         expected += [("score", b, 2), ("filter", b, 2), ("rm", b, 2), ("ppo", b, 2)]
-    expected += [("report", "main", 2)]
+    expected += [("report", "toy", 2)]
     assert done == expected
 
     out = {(s, b, i): json.loads(o) for s, b, i, o in query(
         ws, "select step, branch, iteration, outputs from runs where status = 'done'")}
     inp = {(s, b, i): json.loads(x) for s, b, i, x in query(
         ws, "select step, branch, iteration, inputs from runs where status = 'done'")}
-    sft = out[("sft", "main", 0)]["checkpoint"]
+    sft = out[("sft", "toy", 0)]["checkpoint"]
     # the SFT model sees the sft half of the training split only: held-out pairs stay held out
-    assert out[("sft", "main", 0)]["rows"] == query(
+    assert out[("sft", "toy", 0)]["rows"] == query(
         ws, "select count(*) from pairs where role = 'sft' and split = 'train'")[0][0]
     assert query(ws, "select count(*) from pairs where role = 'sft' and split = 'test'")[0][0] > 0
-    for b in STRATEGIES:
+    for s in STRATEGIES:
+        b = f"toy/{s}"
         # subset -> RM -> policy -> next generations, all linked by name and path
-        assert out[("filter", b, 1)]["subset"] == f"toy-{b}-it1" == inp[("rm", b, 1)]["subset"]
+        assert out[("filter", b, 1)]["subset"] == f"toy-{s}-it1" == inp[("rm", b, 1)]["subset"]
         assert inp[("rm", b, 1)]["base"] == sft
         assert inp[("ppo", b, 1)]["reward"] == out[("rm", b, 1)]["checkpoint"]
         assert inp[("ppo", b, 1)]["policy"] == sft and inp[("ppo", b, 1)]["reference"] == sft
@@ -135,7 +136,7 @@ def test_plan_order_and_lineage(setup, finished):
         assert inp[("rm", b, 2)]["base"] == out[("rm", b, 1)]["checkpoint"]  # the RM is fine-tuned again
         assert inp[("ppo", b, 2)]["policy"] == out[("ppo", b, 1)]["checkpoint"]
         assert inp[("ppo", b, 2)]["reference"] == sft  # KL against pi_ref in every iteration
-        assert out[("filter", b, 2)]["subset"] == f"toy-{b}-it2"
+        assert out[("filter", b, 2)]["subset"] == f"toy-{s}-it2"
         assert 0 <= out[("rm", b, 1)]["eval_accuracy"] <= 1 and out[("rm", b, 1)]["eval_pairs"] == 4
 
 
@@ -143,27 +144,30 @@ def test_iteration_2_samples_each_branch_s_own_ppo_policy(setup, finished):
     from curate.policy import resolve_policy
 
     ws = setup["ws"]
+    branches = [f"toy/{s}" for s in STRATEGIES]
     policies = dict(query(ws, "select branch, any_value(policy) from generations where iteration = 2 group by 1"))
-    assert set(policies) == set(STRATEGIES)
-    for b in STRATEGIES:
+    assert set(policies) == set(branches)
+    for b in branches:
         ppo_it1 = json.loads(query(ws, "select outputs from runs where step = 'ppo' and branch = $b and iteration = 1 "
                                        "and status = 'done'", {"b": b})[0][0])["checkpoint"]
         assert policies[b] == resolve_policy(ppo_it1).policy_id
-    assert policies[STRATEGIES[0]] != policies[STRATEGIES[1]]  # two policies, trained apart
+    assert policies[branches[0]] != policies[branches[1]]  # two policies, trained apart
     sft = query(ws, "select distinct policy from generations where iteration = 1")
     assert len(sft) == 1 and sft[0][0] not in policies.values()
-    # iteration 1 is sampled once (branch main) and shared: no per-branch copies
-    assert query(ws, "select distinct branch from generations where iteration = 1") == [("main",)]
+    # iteration 1 is sampled once, on the run's shared branch: no per-branch copies, and `main` is untouched
+    assert query(ws, "select distinct branch from generations where iteration = 1") == [("toy",)]
     # each branch's iteration-2 subset was filtered from its own similarities
     assert dict(query(ws, "select name, branch from subsets where name like 'toy-%-it2'")) == \
-        {f"toy-{b}-it2": b for b in STRATEGIES}
+        {f"toy-{s}-it2": f"toy/{s}" for s in STRATEGIES}
 
 
 def test_report_outputs_exist_and_the_intersection_is_per_strategy(finished):
-    report = finished["second"].done["report/main/it2"]
+    report = finished["second"].done["report/toy/it2"]
     for key in ("intersect", "intersect_png", "cdf", "html"):
         assert Path(report[key]).is_file(), key
     assert sorted(r["strategy"] for r in report["intersect_rows"]) == sorted(STRATEGIES)
+    html = Path(report["html"]).read_text(encoding="utf-8")
+    assert "FRFT runs" in html and "toy-positive-it2" in html and "ppo-it1" in html
 
 
 def test_cli_runs_shows_the_lineage_and_a_rerun_without_resume_is_refused(cli, setup, finished):
@@ -190,13 +194,13 @@ def test_resume_refuses_another_config(cli, setup, finished):
 
 
 def test_a_killed_process_leaves_running_rows_that_resume_marks_interrupted(setup, finished):
-    from curate.frft import SHARED, Runner, Step, _row, _write_row
+    from curate.frft import Runner, Step, _row, _write_row
 
     cfg = load(setup["config"])
     runner = Runner(cfg, resume=True, quiet=True)
     # what a SIGKILL leaves behind: a row still 'running'
-    s = Step("report", SHARED, 2, {"strategies": STRATEGIES}, lambda: {})
-    _write_row(runner.ws, _row("toy", s, "running", cfg.sha256, "2026-01-01T00:00:00Z", None), None)
+    s = Step("report", "toy", 2, lambda: {"strategies": STRATEGIES}, lambda: {})
+    _write_row(runner.ws, _row("toy", s, s.inputs(), "running", cfg.sha256, "2026-01-01T00:00:00Z", None), None)
     runner.execute()
     statuses = [r[3] for r in steps_of(setup["ws"]) if r[0] == "report"]
     assert "running" not in statuses and statuses.count("interrupted") == 1
@@ -230,6 +234,16 @@ def test_config_errors_name_the_file_section_and_key(doc, message):
     assert str(e.value).startswith("my.toml: ") and message in str(e.value)
 
 
+def test_errors_from_a_file_name_the_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nalpha = 2\n\n[data]\nsources = ["demo"]\n\n[rm]\nlr = 1e-5\nlrr = 2\n', encoding="utf-8")
+    with pytest.raises(CurateError, match=r"c.toml, line 9: unknown key 'lrr' in \[rm\]"):
+        load(path)
+    path.write_text('[data]\nsources = ["demo"]\n[run]\nalpha = 0\n', encoding="utf-8")
+    with pytest.raises(CurateError, match=r"c.toml, line 4: \[run\] alpha must be at least 1"):
+        load(path)
+
+
 def test_unknown_key_lists_the_valid_ones():
     with pytest.raises(CurateError, match="valid keys: lr, epochs, batch_size"):
         parse({"data": {"sources": ["demo"]}, "rm": {"nope": 1}})
@@ -252,3 +266,47 @@ def test_bad_toml_and_missing_file(tmp_path):
         load(bad)
     with pytest.raises(CurateError, match="no such file"):
         load(tmp_path / "nope.toml")
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_lineage(setup, tmp_path):
+    """A real `curate run` process, killed with SIGKILL once a few steps are done, then resumed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from curate.frft import Runner
+
+    cfg = json.loads(json.dumps(setup["cfg"]))
+    cfg["run"] |= {"name": "killed", "workspace": str(tmp_path / "ws"), "strategies": ["negative"]}
+    path = tmp_path / "killed.toml"
+    path.write_text(toml(cfg), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", "--config", str(path), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    done: list = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (tmp_path / "ws" / "state.json").exists():
+            done = [r for r in steps_of(tmp_path / "ws", "killed") if r[3] == "done"]
+            if len(done) >= 4:  # ingest, sft, generate, embed (at least)
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = steps_of(tmp_path / "ws", "killed")
+    finished_before = {f"{s}/{b}/it{i}" for s, b, i, status in killed_at if status == "done"}
+    assert len(finished_before) >= 4
+
+    runner = Runner(load(path), resume=True, quiet=True)
+    runner.execute()
+    assert set(runner.skipped) == finished_before  # nothing that was done is done again
+    rows = steps_of(tmp_path / "ws", "killed")
+    assert "running" not in {r[3] for r in rows}
+    plan = [s.key for s in runner.plan()]
+    assert {f"{s}/{b}/it{i}" for s, b, i, status in rows if status == "done"} == set(plan)
+    # iteration 2 sampled the branch's own PPO policy of iteration 1, as in the uninterrupted run
+    ppo1 = runner.done["ppo/killed/negative/it1"]["checkpoint"]
+    assert runner.done["generate/killed/negative/it2"]["policy_path"] == ppo1

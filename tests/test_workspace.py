@@ -135,7 +135,8 @@ def test_each_commit_bumps_the_generation(filled_ws, tmp_path):
     with w.transaction("test") as tx:
         tx.add("runs", pl.DataFrame({"run_id": ["r1"], "step": ["s"], "branch": ["main"], "iteration": [1],
                                      "status": ["done"], "inputs": ["{}"], "outputs": ["{}"],
-                                     "config_sha256": ["x"], "started_at": [None], "finished_at": [None]}))
+                                     "config_sha256": ["x"], "started_at": [None], "finished_at": [None],
+                                     "seconds": [1.0], "error": [None]}))
     after = w.state()
     assert after["generation"] == before["generation"] + 1
     assert len(after["tables"]["runs"]) == 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
+from ..errors import CurateError
 from ..options import quiet_option
 
 
@@ -24,7 +26,9 @@ def err(msg: str = "") -> None:
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the estimate as JSON.")
 @quiet_option
 def run(config_path, data, resume, dry_run, as_json, quiet):
-    """Run FRFT(alpha) end to end: SFT, then per iteration generate, embed, score, filter, RM and PPO per strategy.
+    """Run FRFT(alpha) end to end from a TOML config.
+
+    SFT, then per iteration: generate, embed, score, and per strategy filter, reward model and PPO.
 
     Every step is recorded in the `runs` table (see `curate runs`); a run that stops, however it stops,
     continues with --resume from the last finished step.
@@ -52,10 +56,24 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
     runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else
                     (lambda m: console.print(m, markup=False, soft_wrap=True)))
     if not quiet:
+        from ..frft import estimate
+
+        est = estimate(cfg)
         err(f"run {cfg.run.name!r}: alpha {cfg.run.alpha}, strategies {', '.join(cfg.run.strategies)}; workspace "
             f"{runner.ws.root}, checkpoints {runner.ckpt} (config sha256 {cfg.sha256[:12]})")
-    runner.execute()
-    report = runner.done.get(f"report/main/it{cfg.run.alpha}", {})
+        err(f"expected time: {'about' if est['complete'] else 'at least'} {_duration(est['total_seconds'])} for the "
+            "whole run (`--dry-run` shows the work per iteration)")
+    resume_cmd = f"`curate run --config {config_path} --resume`"
+    try:
+        runner.execute()
+    except KeyboardInterrupt:
+        err(f"\ninterrupted during {runner.current}: finished steps are recorded; {resume_cmd} continues from there.")
+        sys.exit(130)
+    except CurateError as e:
+        where = f"step {runner.current}: " if runner.current else ""
+        raise CurateError(f"{where}{e}" + (f" Then {resume_cmd} continues from this step." if runner.current
+                                           else "")) from None
+    report = runner.done.get(runner.report_key, {})
     if not quiet:
         _summary(runner, report, console)
     click.echo(report.get("html", ""))
@@ -137,7 +155,9 @@ def _duration(seconds: float) -> str:
 @click.option("--run", "run_id", default=None, help="Show only this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON lines.")
 def runs(workspace, config_path, run_id, as_json):
-    """The steps of `curate run` with their inputs and outputs: the lineage subset -> RM -> policy -> generations.
+    """The steps of `curate run`: lineage from subset to RM to policy.
+
+    Each step with what it started from and what it made, its status and time.
 
     \b
     Examples:
@@ -145,7 +165,7 @@ def runs(workspace, config_path, run_id, as_json):
       curate runs --config configs/demo.toml
       curate sql -w workspace-demo "select step, branch, iteration, outputs->>'checkpoint' from runs"
     """
-    from ..frft import runs_rows
+    from ..frft import lineage_text, runs_rows
     from ..workspace import Workspace
 
     if config_path:
@@ -173,9 +193,9 @@ def runs(workspace, config_path, run_id, as_json):
         col.overflow = "fold"
     root = str(ws.root) + "/"
     for r in rows:
-        made = _lineage(json.loads(r["outputs"] or "{}"), out=True) or (r["error"] or "")
+        made = lineage_text(json.loads(r["outputs"] or "{}"), out=True) or (r["error"] or "")
         t.add_row(r["run_id"], r["step"], r["branch"], str(r["iteration"]), _status(r["status"]),
-                  _lineage(json.loads(r["inputs"] or "{}")).replace(root, ""), made.replace(root, ""),
+                  lineage_text(json.loads(r["inputs"] or "{}")).replace(root, ""), made.replace(root, ""),
                   f"{r['seconds']:.1f}" if r["seconds"] is not None else "")
     Console(width=200).print(t)
 
@@ -183,23 +203,6 @@ def runs(workspace, config_path, run_id, as_json):
 def _status(status: str) -> str:
     return {"done": "[green]done[/]", "running": "[yellow]running[/]", "failed": "[red]failed[/]",
             "interrupted": "[red]interrupted[/]"}.get(status, status)
-
-
-# the keys that tell where a step's inputs came from and what it made
-LINEAGE_IN = ("sources", "model", "checkpoint", "policy", "generations", "similarities", "subset", "base", "reward")
-LINEAGE_OUT = ("added", "checkpoint", "policy", "rows", "embedded", "pairs", "subset", "eval_accuracy",
-               "reward_last", "html")
-
-
-def _lineage(d: dict, out: bool = False) -> str:
-    keys = LINEAGE_OUT if out else LINEAGE_IN
-    parts = []
-    for k in keys:
-        if k in d and d[k] not in (None, ""):
-            v = d[k]
-            v = f"{v:.3f}" if isinstance(v, float) else v
-            parts.append(f"{k}={v}")
-    return "\n".join(parts)
 
 
 COMMANDS = (run, runs)

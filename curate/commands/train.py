@@ -148,8 +148,8 @@ def sft(model, output, lr, epochs, max_steps, batch_size, max_length, seed, acti
 @workspace_option
 @quiet_option
 @user_errors
-def ppo(policy, reward, output, reference, prompts_file, steps, batch_size, mini_batch_size, max_new_tokens, kl_coef, actor_lr,
-        critic_lr, seed, workspace, quiet):
+def ppo(policy, reward, output, reference, prompts_file, steps, batch_size, mini_batch_size, max_new_tokens, kl_coef,
+        actor_lr, critic_lr, seed, workspace, quiet):
     """Train a policy with PPO against a reward model (train/ppo.py).
 
     Every knob of train.ppo.PPOConfig is an option of `python -m train.ppo`; this command sets the

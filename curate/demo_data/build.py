@@ -512,7 +512,9 @@ def write(pairs: list[Pair], out_dir: Path = OUT_DIR) -> list[Path]:
             if p.split == split
         ]
         path = out_dir / f"{split}.jsonl.gz"
-        path.write_bytes(gzip.compress("".join(lines).encode("utf-8"), compresslevel=9, mtime=0))
+        tmp = path.with_name(path.name + ".tmp")  # written whole, then renamed into place
+        tmp.write_bytes(gzip.compress("".join(lines).encode("utf-8"), compresslevel=9, mtime=0))
+        tmp.replace(path)
         paths.append(path)
     return paths
 
