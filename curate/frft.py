@@ -40,6 +40,26 @@ from .workspace import Workspace
 
 
 
+# The config sections each step reads. A resumed run whose config changed reruns the done steps that read a
+# changed key, and after a step reruns, the done steps that depend on it (the rest of its branch; everything
+# after a shared step). Changing what defines the run's data is refused instead.
+STEP_READS = {"ingest": ("data",), "sft": ("sft",), "generate": ("generate",), "embed": ("embed",),
+              "score": ("embed",), "filter": ("filter",), "rm": ("rm",), "ppo": ("ppo",), "report": ()}
+FIXED = ("data", "run.seed", "run.name", "run.workspace", "run.checkpoints")
+CONTENT_ADDRESSED = ("embed", "report")  # rerunning these changes no other step's inputs
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """The "section.key" names whose values differ between two RunConfig.to_dict() results."""
+    keys = {f"{sec}.{k}" for d in (old, new) for sec, vals in d.items() for k in vals}
+    return sorted(k for k in keys if old.get(k.split(".")[0], {}).get(k.split(".", 1)[1], None)
+                  != new.get(k.split(".")[0], {}).get(k.split(".", 1)[1], None))
+
+
+def _reads(step: str, key: str) -> bool:
+    return any(key == sec or key.startswith(sec + ".") for sec in STEP_READS.get(step, ()))
+
+
 @dataclass
 class Step:
     step: str
@@ -137,6 +157,10 @@ class Runner:
         self.ckpt = cfg.checkpoints.resolve()  # absolute: a resumed run finds them from any folder
         self.done: dict[str, dict] = {}  # step key -> outputs of its finished row
         self.current: str | None = None  # the step running now
+        self.changed: list[str] = []  # config keys changed since the run's last attempt
+        self.dirty_shared = False  # a shared step ran again: every later step must
+        self.dirty_branches: set[str] = set()  # branches where a step ran again: their later steps must
+        self.redo = False  # the step running now replaces a finished one
         self.skipped: list[str] = []
         self.ran: list[str] = []
 
@@ -231,21 +255,54 @@ class Runner:
             if self.resume:
                 self.echo(f"run {self.run_id!r}: nothing to resume in {self.ws.root}; starting it")
             return rows
-        shas = {r["config_sha256"] for r in rows}
         if not self.resume:
             n = sum(r["status"] == "done" for r in rows)
             raise CurateError(f"Run {self.run_id!r} already exists in {self.ws.root} ({n} steps done): add --resume "
                               "to continue it, or set another [run] name to start a new one.")
-        if shas != {self.cfg.sha256}:
-            raise CurateError(f"Run {self.run_id!r} was started with another config (sha256 {sorted(shas)[0][:12]}, "
-                              f"now {self.cfg.sha256[:12]}): a resumed run must use the same settings. Restore "
-                              f"{self.cfg.path}, or set another [run] name to start a new run.")
+        latest = rows[-1]["config_sha256"]
+        if latest != self.cfg.sha256:
+            old = self._stored_config(latest)
+            if old is None:
+                raise CurateError(f"Run {self.run_id!r} was last run with another config (sha256 {latest[:12]}), "
+                                  f"which is not recorded in {self.ws.manifests_dir}: restore {self.cfg.path}, or "
+                                  "set another [run] name to start a new run.")
+            self.changed = config_diff(old, self.cfg.to_dict())
+            fixed = [k for k in self.changed if any(k == f or k.startswith(f + ".") for f in FIXED)]
+            if fixed:
+                raise CurateError(f"Run {self.run_id!r}: {', '.join(fixed)} changed since it started; they define "
+                                  "the run's data, so it cannot continue with them. Restore them, or set another "
+                                  "[run] name to start a new run (the workspace keeps its pairs and embeddings).")
+            self.echo(f"config changed since the last attempt ({', '.join(self.changed)}): the finished steps that "
+                      "read it run again, and the steps that depend on them")
         return rows
+
+    def _config_manifest(self, sha: str) -> Path:
+        return self.ws.manifests_dir / f"run-config-{self.run_id}-{sha[:16]}.json"
+
+    def _stored_config(self, sha: str) -> dict | None:
+        path = self._config_manifest(sha)
+        return json.loads(path.read_text(encoding="utf-8"))["config"] if path.is_file() else None
+
+    def _affected(self, s: Step) -> str | None:
+        """Why a finished step must run again, or None."""
+        keys = [k for k in self.changed if _reads(s.step, k)]
+        if keys:
+            return f"config changed: {', '.join(keys)}"
+        if self.dirty_shared:
+            return "a shared step before it ran again"
+        if s.branch in self.dirty_branches:
+            return "a step before it in its branch ran again"
+        if s.branch == self.shared and self.dirty_branches:  # embed, report: they read every branch
+            return "a branch before it ran again"
+        return None
 
     def execute(self) -> list[Step]:
         self.ws.init()
         with self.ws.lock("curate run"):
             rows = self.check_existing()
+            self.ws.write_manifest("run-config", f"{self.run_id}-{self.cfg.sha256[:16]}",
+                                   {"run_id": self.run_id, "sha256": self.cfg.sha256, "path": self.cfg.path,
+                                    "config": self.cfg.to_dict()})
             for r in rows:
                 if r["status"] == "done":
                     self.done[f"{r['step']}/{r['branch']}/it{r['iteration']}"] = json.loads(r["outputs"] or "{}")
@@ -269,13 +326,15 @@ class Runner:
 
     def _run_step(self, s: Step) -> None:
         prev = self.done.get(s.key)
+        self.redo = prev is not None
         if prev is not None:
             gone = [a for a in s.artifacts(prev) if not Path(a).exists()]
-            if not gone:
+            why = f"{gone[0]} is gone" if gone else self._affected(s)
+            if why is None:
                 self.skipped.append(s.key)
                 self.echo(f"skip  {s.key:<30} done earlier")
                 return
-            self.echo(f"redo  {s.key:<30} done earlier, but {gone[0]} is gone")
+            self.echo(f"redo  {s.key:<30} done earlier, but {why}")
         started = _now()
         self.current = s.key
         inputs = s.inputs()
@@ -295,6 +354,11 @@ class Runner:
         _write_row(self.ws, done, path)
         self.done[s.key] = outputs
         self.ran.append(s.key)
+        if s.step not in CONTENT_ADDRESSED:  # what comes after this step now starts from its new outputs
+            if s.branch == self.shared:
+                self.dirty_shared = True
+            else:
+                self.dirty_branches.add(s.branch)
         self.echo(f"done  {s.key:<30} {seconds:.1f} s  {_short(outputs)}")
 
     # -- the steps ------------------------------------------------------------------------------------
@@ -367,6 +431,7 @@ class Runner:
         branch = self.shared if strategy is None else self.branch(strategy)
         with generation_progress(self.quiet) as progress:
             r = generate(self.ws, str(policy), iteration=k, branch=branch, params=params, backend=g.backend,
+                         overwrite=self.redo,  # a finished step run again: its samples are replaced
                          dtype=g.dtype, batch_size=g.batch_size, where=self._where(), limit=g.limit or None,
                          sample_fraction=g.sample_fraction if g.sample_fraction < 1 else None, progress=progress)
         out = {"policy": r.policy, "policy_path": str(policy), "prompts": r.prompts, "rows": r.rows,
@@ -443,6 +508,10 @@ class Runner:
                                                   g.sample_fraction if g.sample_fraction < 1 else None,
                                                   self.cfg.run.seed)]
         out_dir = self.ppo_path(strategy, k)
+        if self.redo:  # a finished step run again starts over (an interrupted one resumes from its checkpoint)
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
         config = PPOConfig(policy=str(self.policy_for(strategy, k)), reward=str(self.rm_path(strategy, k)),
                            reference=str(self.sft_path()), output=str(out_dir), steps=p.steps,
                            batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,

@@ -184,15 +184,6 @@ def test_cli_runs_shows_the_lineage_and_a_rerun_without_resume_is_refused(cli, s
     assert "0 steps run" in r.stderr and "skip" in r.stderr and "intersection" in r.stderr
 
 
-def test_resume_refuses_another_config(cli, setup, finished):
-    changed = setup["tmp"] / "changed.toml"
-    cfg = json.loads(json.dumps(setup["cfg"]))
-    cfg["filter"]["size"] = 5
-    changed.write_text(toml(cfg), encoding="utf-8")
-    r = cli("run", "--config", changed, "--resume", "-q")
-    assert r.exit_code == 1 and "another config" in r.stderr
-
-
 def test_a_killed_process_leaves_running_rows_that_resume_marks_interrupted(setup, finished):
     from curate.frft import Runner, Step, _row, _write_row
 
@@ -216,6 +207,43 @@ def test_dry_run_estimates_without_loading_a_model(cli, setup, finished):
     assert it1["ppo_steps"] == 2 and est["complete"]
     # the finished run measured its own throughput, which replaces the defaults
     assert est["throughput"]["generate_tokens_per_s"]["from"].startswith("run toy")
+
+
+def test_resume_with_a_changed_filter_reruns_what_depends_on_it(cli, setup, finished):
+    """Runs last on the toy run: it changes the run's config."""
+    from curate.frft import Runner
+
+    ws = setup["ws"]
+    changed = setup["tmp"] / "changed.toml"
+    cfg = json.loads(json.dumps(setup["cfg"]))
+    cfg["data"]["sources"] = cfg["data"]["sources"][:1]
+    changed.write_text(toml(cfg), encoding="utf-8")
+    r = cli("run", "--config", changed, "--resume", "-q")
+    assert r.exit_code == 1 and "data.sources changed" in r.stderr and "another [run] name" in r.stderr
+
+    cfg = json.loads(json.dumps(setup["cfg"]))
+    cfg["filter"]["size"] = 5
+    changed.write_text(toml(cfg), encoding="utf-8")
+    old_policies = dict(query(ws, "select branch, any_value(policy) from generations where iteration = 2 group by 1"))
+    runner = Runner(load(changed), resume=True, quiet=True)
+    runner.execute()
+    assert runner.changed == ["filter.size"]
+    # what comes before the filters is kept; each branch from its filter on runs again, then iteration 2
+    assert set(runner.skipped) == {"ingest/toy/it0", "sft/toy/it0", "generate/toy/it1", "embed/toy/it1",
+                                   "score/toy/it1"}
+    for s in STRATEGIES:
+        for step in ("filter", "rm", "ppo"):
+            assert f"{step}/toy/{s}/it1" in runner.ran and f"{step}/toy/{s}/it2" in runner.ran
+        assert f"generate/toy/{s}/it2" in runner.ran
+    assert dict(query(ws, "select name, count(*) from subset_pairs join subsets using (subset_id) "
+                          "where name like 'toy-%' group by 1")) == {f"toy-{s}-it{k}": 5 for s in STRATEGIES
+                                                                       for k in (1, 2)}
+    new_policies = dict(query(ws, "select branch, any_value(policy) from generations where iteration = 2 "
+                                  "group by 1"))
+    assert set(new_policies) == set(old_policies)
+    assert query(ws, "select count(*) from generations where iteration = 2")[0][0] == 2 * 12  # replaced, not added
+    r = cli("run", "--config", changed, "--resume", "-q")  # and now nothing is left to do
+    assert r.exit_code == 0, r.output
 
 
 # -- the config --------------------------------------------------------------------------------------
