@@ -52,7 +52,7 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
 
     from rich.console import Console
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
     runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else
                     (lambda m: console.print(m, markup=False, soft_wrap=True)))
     if not quiet:
