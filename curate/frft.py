@@ -38,8 +38,6 @@ from .errors import CurateError
 from .runconfig import RunConfig
 from .workspace import Workspace
 
-
-
 # The config sections each step reads. A resumed run whose config changed reruns the done steps that read a
 # changed key, and after a step reruns, the done steps that depend on it (the rest of its branch; everything
 # after a shared step). Changing what defines the run's data is refused instead.
@@ -363,9 +361,8 @@ class Runner:
 
     # -- the steps ------------------------------------------------------------------------------------
     def _ingest(self) -> dict:
-        from .ingest import ingest
-
         from .demo_data import demo_sources
+        from .ingest import ingest
 
         groups: list[tuple[list[str], dict]] = []
         for src in self.cfg.data.sources:

@@ -48,9 +48,9 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
     if dry_run:
         _dry_run(cfg, as_json)
         return
-    from ..frft import Runner
-
     from rich.console import Console
+
+    from ..frft import Runner
 
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
     runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else
