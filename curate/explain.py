@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 
-from .lookup import resolve_pair_id, subset_row
+from . import strategies
+from .lookup import resolve_pair_id
+from .subsets import subset_row
 from .workspace import Workspace, query_frame
 
 NO_LIMIT = 2**30  # "no size limit" that still leaves room for ($size + 1) // 2 in an INTEGER
@@ -91,11 +93,12 @@ def _why_out(full, pid: str, strategy: str, params: dict, pos: float, neg: float
     mine = full.filter(pl.col("pair_id") == pid)
     if mine.height:
         parts = []
-        group = "picked_by" in full.columns and strategy == "split-even"
+        known = strategy in strategies.REGISTRY
+        group = "picked_by" in full.columns and known and strategies.get(strategy).halves
         for row in mine.iter_rows(named=True):
             pool = full.filter(pl.col("picked_by") == row["picked_by"]) if group else full
             rank = pool.with_row_index("k").filter(pl.col("pair_id") == pid)["k"][0] + 1
-            keep = ((size + 1) // 2 if row.get("picked_by") == "pos" else size // 2) if group else size
+            keep = strategies.get(strategy).quota(size, row.get("picked_by")) if group else size
             last = pool["score"][keep - 1] if "score" in pool.columns and keep <= pool.height else None
             what = f"the {row['picked_by']} half" if group else "the filter"
             parts.append(f"a candidate of {what} at rank {rank:,} of {pool.height:,}"
@@ -106,11 +109,6 @@ def _why_out(full, pid: str, strategy: str, params: dict, pos: float, neg: float
     if floor is None:
         return "the filter does not return it"
     side = lambda x: f"{x:.4f} {'>' if x > floor else '<='} floor {floor:g}"  # noqa: E731
-    cond = {
-        "overall": "needs both above the floor",
-        "frft": "needs either above the floor",
-        "split-even": "needs pos_sim (pos half) or neg_sim (neg half) above the floor",
-        "negative": "needs neg_sim above the floor",
-        "positive": "needs pos_sim above the floor",
-    }.get(strategy, f"keeps: {header.get('keeps', '?')}")
+    known = strategies.REGISTRY.get(strategy)
+    cond = known.condition if known else f"keeps: {header.get('keeps', '?')}"
     return f"fails the filter's condition: pos_sim {side(pos)}, neg_sim {side(neg)}; {strategy} {cond}"

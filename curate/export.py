@@ -62,17 +62,6 @@ COLUMNS = (
 )
 MARGIN_SPEC = (MARGIN_COLUMN, "float64", "float64", "preference strength, used by RewardTrainer as the loss margin")
 
-ROWS_SQL = """
-select p.prompt, p.chosen, p.rejected, sp.pair_id, sp.rank, sp.score, sp.picked_by,
-       case when $aggregate = 'max' then si.pos_sim_max else si.pos_sim end as pos_sim,
-       case when $aggregate = 'max' then si.neg_sim_max else si.neg_sim end as neg_sim
-from subset_pairs sp
-join pairs p using (pair_id)
-left join similarities si
-  on si.pair_id = sp.pair_id and si.branch = $branch and si.iteration = $iteration and si.model_id = $model_id
-where sp.subset_id = $subset_id
-order by sp.rank, sp.picked_by desc, sp.pair_id
-"""
 
 SOURCES_SQL = """
 select p.source, p.ingest_id, count(*) as rows
@@ -201,25 +190,13 @@ def _bigger_eps(eps: Any) -> str:
 # -- reading --------------------------------------------------------------------------------------
 def _read_subset(ws: Workspace, subset: str) -> tuple["pa.Table", dict, list[dict]]:
     """The subset's rows (Arrow, in the export schema), its `subsets` row, and its pairs' sources."""
-    from .lookup import subset_row
+    from .subsets import read_rows
 
-    con = ws.connect()
-    try:
-        row = subset_row(con, subset)
-        params = json.loads(row["params"] or "{}")
-        bind = {"subset_id": row["subset_id"], "branch": row["branch"], "iteration": row["iteration"],
-                "model_id": params.get("model_id"), "aggregate": params.get("aggregate", "mean")}
-        table = con.sql(ROWS_SQL, params=bind).to_arrow_table()
-        expected = con.execute("select count(*) from subset_pairs where subset_id = $s",
-                               {"s": row["subset_id"]}).fetchall()[0][0]
+    table, row = read_rows(ws, subset)
+    with ws.connect() as con:
         cur = con.execute(SOURCES_SQL, {"subset_id": row["subset_id"]})
         cols = [d[0] for d in cur.description]
         sources = [dict(zip(cols, r)) for r in cur.fetchall()]
-    finally:
-        con.close()
-    if table.num_rows != expected:
-        raise CurateError(f"Subset {row['name']!r} lists {expected:,} rows but only {table.num_rows:,} of its pairs "
-                          "are in `pairs`: the workspace lost pairs since the filter ran. Re-run `curate filter`.")
     return _conform(table), row, sources
 
 

@@ -14,27 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import strategies
 from .errors import CurateError
-from .resources import sql_dir
+from .strategies import parse_header
 from .workspace import Workspace, utcnow
 
 if TYPE_CHECKING:
     import duckdb
 
-STRATEGIES = {
-    "frft": "frft.sql",
-    "overall": "overall.sql",
-    "split-even": "split_even.sql",
-    "negative": "negative.sql",
-    "positive": "positive.sql",
-}
-PAPER_PARTS = ("overall", "split-even", "negative", "positive")  # section 5.3, Parts 1-4
 AGGREGATES = ("mean", "max")
 RESULT_COLUMNS = ("pair_id", "rank", "score", "picked_by", "reason")
 HEADER_KEYS = ("strategy", "keeps", "params", "paper", "returns")
@@ -70,29 +62,9 @@ class FilterSql:
         return self.header.get("strategy") or self.path.stem
 
 
-def parse_header(text: str) -> dict[str, str]:
-    """`-- key: value` lines at the top of a filter; indented `--   ...` lines continue the value."""
-    header: dict[str, str] = {}
-    key = None
-    for line in text.splitlines():
-        if not line.startswith("--"):
-            if line.strip():
-                break
-            continue
-        m = re.match(r"--\s?(\w[\w-]*):\s*(.*)$", line)
-        if m and not line.startswith("--   "):
-            key = m.group(1).lower()
-            header[key] = m.group(2).strip()
-        elif key:
-            header[key] = (header[key] + " " + line[2:].strip()).strip()
-    return header
-
-
 def strategy_path(strategy: str) -> Path:
-    if strategy not in STRATEGIES:
-        raise CurateError(f"Unknown strategy {strategy!r}. Known strategies: {', '.join(STRATEGIES)} "
-                          "(or pass your own with --sql-file FILE).")
-    return sql_dir() / STRATEGIES[strategy]
+    """The SQL file of a registered strategy (curate.strategies)."""
+    return strategies.get(strategy).path
 
 
 def load_sql(path: Path) -> FilterSql:
@@ -122,11 +94,8 @@ def scored_model_ids(con: "duckdb.DuckDBPyConnection", branch: str, iteration: i
 
 
 def latest_iteration(ws: Workspace, branch: str) -> int:
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         it = con.execute("select max(iteration) from similarities where branch = $b", {"b": branch}).fetchall()[0][0]
-    finally:
-        con.close()
     if it is None:
         raise CurateError(f"Nothing is scored on branch {branch!r} yet: run `curate score --iteration N` first.")
     return int(it)

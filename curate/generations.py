@@ -25,7 +25,9 @@ import polars as pl
 
 from .errors import CurateError
 from .ingest import sources
+from . import rejects as rejects_
 from .provenance import versions
+from .rejects import raw_text, reject
 from .workspace import Workspace, new_id, utcnow
 
 MATCH_MODES = ("auto", "pair_id", "prompt")
@@ -188,11 +190,9 @@ def import_generations(
 
         rejects = _fill_raw(src, rejects)
         res.rejected.update(r["reason"] for r in rejects)
-        new_rejects = _new_rejects(ws, rejects)
+        new_rejects = rejects_.new_only(ws, rejects)
         if new_rejects:
-            for r in new_rejects:
-                r["ingest_id"] = res.import_id
-            tx.add("rejects", pl.DataFrame(new_rejects, schema=_REJECT_SCHEMA))
+            tx.add("rejects", rejects_.frame(new_rejects, res.import_id))
 
         manifest = {
             "step": "generations import",
@@ -280,25 +280,25 @@ def _read(src: sources.Source, match: str, text_field: str | None, ws: Workspace
         res.read += len(chunk)
         for line, obj, raw in chunk:
             if isinstance(obj, sources.InvalidJson):
-                rejects.append(_reject(src, line, "invalid_json", f"invalid JSON ({obj.error})", raw))
+                rejects.append(reject(src.name, line, "invalid_json", f"invalid JSON ({obj.error})", raw))
                 continue
             if not isinstance(obj, dict):
-                rejects.append(_reject(src, line, "not_an_object", f"a row must be an object, found "
+                rejects.append(reject(src.name, line, "not_an_object", f"a row must be an object, found "
                                        f"{type(obj).__name__}", raw, obj))
                 continue
             key = obj.get(key_field)
             if key is None:
-                rejects.append(_reject(src, line, f"missing_field:{key_field}", f"the row has no {key_field!r} "
+                rejects.append(reject(src.name, line, f"missing_field:{key_field}", f"the row has no {key_field!r} "
                                        f"field to match it to a pair (keys: {sorted(obj)})", raw, obj))
                 continue
             if not isinstance(key, str):
-                rejects.append(_reject(src, line, f"non_str_field:{key_field}",
+                rejects.append(reject(src.name, line, f"non_str_field:{key_field}",
                                        f"{key_field!r} is a {type(key).__name__}, not a string", raw, obj))
                 continue
             tname = next((f for f in tfields if obj.get(f) is not None), None)
             if tname is None:
                 name = tfields[0]
-                rejects.append(_reject(src, line, f"missing_field:{name}",
+                rejects.append(reject(src.name, line, f"missing_field:{name}",
                                        f"the row has no {' or '.join(map(repr, tfields))} field "
                                        f"(keys: {sorted(obj)}); name the field with --text-field", raw, obj))
                 continue
@@ -309,12 +309,12 @@ def _read(src: sources.Source, match: str, text_field: str | None, ws: Workspace
                 samples.append(obj.get("sample")), row_params.append(rp)
                 continue
             if not (isinstance(text, list) and text and all(isinstance(t, str) for t in text)):
-                rejects.append(_reject(src, line, f"non_str_field:{tname}", f"{tname!r} must be a string or a "
+                rejects.append(reject(src.name, line, f"non_str_field:{tname}", f"{tname!r} must be a string or a "
                                        f"non-empty list of strings, found {type(text).__name__}", raw, obj))
                 continue
             sample = obj.get("sample")
             if sample is not None and len(text) > 1:
-                rejects.append(_reject(src, line, "invalid_field:sample",
+                rejects.append(reject(src.name, line, "invalid_field:sample",
                                        f"a row with a list of {len(text)} generations numbers them itself; "
                                        "drop its sample field", raw, obj))
                 continue
@@ -433,19 +433,6 @@ def _drop_iteration(ws: Workspace, tx, branch: str, iteration: int) -> None:
 
 
 # -- rejects --------------------------------------------------------------------------------------
-from .ingest import REJECT_SCHEMA as _REJECT_SCHEMA  # noqa: E402  (one schema for every reject writer)
-
-
-def _raw_text(raw: bytes | None, obj=None) -> str | None:
-    if raw is not None:
-        return raw.decode("utf-8", errors="replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    if obj is not None:
-        return orjson.dumps(obj, default=str).decode()
-    return None
-
-
-def _reject(src, line, reason, detail, raw, obj=None) -> dict:
-    return {"source": src.name, "line": line, "reason": reason, "detail": detail, "raw": _raw_text(raw, obj)}
 
 
 def _row_rejects(rows: pl.DataFrame, reason: str, detail: str) -> list[dict]:
@@ -463,20 +450,10 @@ def _fill_raw(src: sources.Source, rejects: list[dict]) -> list[dict]:
         for chunk in sources.read(again):
             for line, obj, raw in chunk:
                 if line in need:
-                    raws[line] = _raw_text(raw, None if isinstance(obj, sources.InvalidJson) else obj)
+                    raws[line] = raw_text(raw, None if isinstance(obj, sources.InvalidJson) else obj)
         for r in rejects:
             if r["raw"] is None:
                 r["raw"] = raws.get(r["line"])
     for r in rejects:
         r["source"] = src.name
     return sorted(rejects, key=lambda r: (r["line"], r["reason"]))
-
-
-def _new_rejects(ws: Workspace, rejects: list[dict]) -> list[dict]:
-    """Drop rejects an earlier import of the same file recorded (re-importing is idempotent)."""
-    files = ws.files("rejects")
-    if not files or not rejects:
-        return rejects
-    known = set(pl.scan_parquet(files).select("source", "line", "reason", "detail").collect().iter_rows())
-    return [r for r in rejects if (r["source"], r["line"], r["reason"], r["detail"]) not in known]
-

@@ -1,4 +1,4 @@
-"""Finding things users name on the command line: pairs by id or unique prefix, subsets by name."""
+"""Finding pairs users name on the command line: by full id or unique prefix (subsets: curate.subsets)."""
 
 from __future__ import annotations
 
@@ -25,17 +25,3 @@ def resolve_pair_id(con: "duckdb.DuckDBPyConnection", pair_id: str) -> str:
         raise CurateError(f"Pair id prefix {pair_id!r} matches several pairs ({', '.join(ids[:2])}, ...): "
                           "give more characters.")
     return ids[0]
-
-
-def subset_row(con: "duckdb.DuckDBPyConnection", name: str) -> dict:
-    """The `subsets` row for a subset name (or subset_id)."""
-    cur = con.execute("select * exclude (created_at), cast(created_at as varchar) as created_at from subsets "
-                      "where name = $n or subset_id = $n order by created_at desc limit 1", {"n": name})
-    cols = [d[0] for d in cur.description]
-    rows = cur.fetchall()
-    if not rows:
-        known = [r[0] for r in con.execute("select name from subsets order by name").fetchall()]
-        raise CurateError(f"No subset named {name!r}. "
-                          + (f"Known subsets: {', '.join(known)}." if known else
-                             "There are none yet: make one with `curate filter --strategy ...`."))
-    return dict(zip(cols, rows[0]))

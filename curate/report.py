@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from . import strategies as registry
+from . import subsets as subset_queries
 from .errors import CurateError
+from .runs import lineage_rows
 from .tables import TABLES
 from .workspace import Workspace, atomic_write_text, query_frame, utcnow
 
 if TYPE_CHECKING:
     import polars as pl
 
-# strategies are listed in the paper's order (eq. 3, then section 5.3 Parts 1-4); others follow by name
-STRATEGY_ORDER = ("frft", "overall", "split-even", "negative", "positive")
 AGGREGATES = ("mean", "max")
 INTERSECT_COLUMNS = (
     "strategy", "iteration_a", "iteration_b", "subset_a", "subset_b", "pairs_a", "pairs_b", "common_pairs",
@@ -123,7 +124,7 @@ INTERSECT_ONE = (
 
 
 def _order(strategies: Sequence[str] | None) -> list[str]:
-    return list(strategies) if strategies else list(STRATEGY_ORDER)
+    return list(strategies) if strategies else registry.names()
 
 
 def intersect(ws: Workspace, branch: str | None = None, strategies: Sequence[str] | None = None,
@@ -375,21 +376,6 @@ def cdf(ws: Workspace, iterations: Sequence[int] | None = None, branch: str | Se
 
 
 # -- html ---------------------------------------------------------------------------------------------
-SUBSETS_SQL = """
-with sizes as (
-    select subset_id, count(*) as rows, count(distinct pair_id) as distinct_pairs
-    from subset_pairs group by subset_id
-)
-select s.name, s.strategy, s.branch, s.iteration,
-       cast(s.params->>'eps' as double) as eps, cast(s.params->>'size' as integer) as size,
-       s.params->>'aggregate' as aggregate,
-       coalesce(z.rows, 0) as rows, coalesce(z.distinct_pairs, 0) as distinct_pairs,
-       cast(s.counts->>'scored' as integer) as scored, strftime(s.created_at, '%Y-%m-%d %H:%M:%S') as created,
-       s.subset_id
-from subsets s
-left join sizes z using (subset_id)
-order by s.branch, s.iteration, coalesce(list_position($order, s.strategy), 1000), s.strategy, s.name
-"""
 
 SAMPLES_SQL = """
 select sp.subset_id, sp.rank, sp.picked_by, round(sp.score, 4) as score, p.pair_id, p.prompt, p.chosen, p.rejected
@@ -430,7 +416,7 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
     con = ws.connect()
     try:
         counts = {t: con.execute(f'select count(*) from "{t}"').fetchall()[0][0] for t in TABLES}
-        subsets = query_frame(con, SUBSETS_SQL, {"order": list(STRATEGY_ORDER)})
+        subsets = query_frame(con, subset_queries.LIST_SQL, subset_queries.list_params())
         sample_rows = query_frame(con, SAMPLES_SQL, {"n": samples})
     finally:
         con.close()
@@ -502,13 +488,8 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
 
 
 def _runs(ws: Workspace) -> list[list]:
-    from .frft import lineage_text, runs_rows
-
-    root = str(ws.root) + "/"
-    return [[r["run_id"], r["step"], r["branch"], r["iteration"], r["status"], r["seconds"],
-             _Text(lineage_text(json.loads(r["inputs"] or "{}")).replace(root, "")),
-             _Text((lineage_text(json.loads(r["outputs"] or "{}"), out=True) or r["error"] or "").replace(root, ""))]
-            for r in runs_rows(ws)]
+    return [[r["run_id"], r["step"], r["branch"], r["iteration"], r["status"], r["seconds"], _Text(r["from"]),
+             _Text(r["made"])] for r in lineage_rows(ws)]
 
 
 class _Text(str):

@@ -8,7 +8,8 @@ import pytest
 
 from curate.errors import CurateError
 from curate.explain import explain
-from curate.filters import BUILTIN_PARAMS, HEADER_KEYS, STRATEGIES, load_sql, run_filter, strategy_path
+from curate import strategies
+from curate.filters import BUILTIN_PARAMS, HEADER_KEYS, load_sql, run_filter, strategy_path
 from curate.resources import sql_dir
 
 from .conftest import HAND_SIMS, hand_scored_ws, query
@@ -216,7 +217,7 @@ def test_explain_split_even_halves_and_unscored_pairs(fws, cli):
     assert r.exit_code == 0 and "IN: picked by pos at rank 2 of 4 with score 0.9688" in r.stdout
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", strategies.names())
 def test_every_shipped_filter_follows_the_header_contract(strategy):
     f = load_sql(strategy_path(strategy))
     assert set(HEADER_KEYS) <= set(f.header), f"{f.path} header lacks {set(HEADER_KEYS) - set(f.header)}"
@@ -229,4 +230,4 @@ def test_every_shipped_filter_follows_the_header_contract(strategy):
 
 
 def test_the_sql_folder_holds_exactly_the_strategies():
-    assert sorted(p.name for p in sql_dir().glob("*.sql")) == sorted(STRATEGIES.values())
+    assert sorted(p.name for p in sql_dir().glob("*.sql")) == sorted(s.sql for s in strategies.REGISTRY.values())

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..options import quiet_option, workspace_option
+from .options import err, quiet_option, workspace_option
 
 FORMATS = ("folder", "parquet", "jsonl")  # curate.export.FORMATS
 
-
-def err(msg: str = "") -> None:
-    click.echo(msg, err=True)
 
 
 @click.command("export")

@@ -4,24 +4,42 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
-from ..options import output_options, quiet_option, workspace_option
-
-STRATEGY_NAMES = ("frft", "overall", "split-even", "negative", "positive")  # curate.filters.STRATEGIES
+from .options import emit, err, output_options, quiet_option, workspace_option
 
 
-def err(msg: str = "") -> None:
-    click.echo(msg, err=True)
+class StrategyChoice(click.Choice):
+    """The registered strategies (curate.strategies), read when the command runs: one registered later counts."""
+
+    def __init__(self):
+        super().__init__([])
+
+    @property
+    def choices(self):
+        from ..strategies import names
+
+        return names()
+
+    @choices.setter
+    def choices(self, value):
+        pass
+
+    def get_metavar(self, param, ctx=None):
+        return "NAME"
+
+
+def _strategy_help() -> str:
+    from ..strategies import REGISTRY
+
+    return "Built-in filter: " + ", ".join(f"{s.name} ({s.label})" for s in REGISTRY.values()) + "."
 
 
 @click.command("filter")
 @workspace_option
-@click.option("--strategy", "-s", type=click.Choice(STRATEGY_NAMES), default=None,
-              help="Built-in filter: frft (eq. 3), overall (Part 1), split-even (Part 2), negative (Part 3), "
-                   "positive (Part 4).")
+@click.option("--strategy", "-s", type=StrategyChoice(), default=None,
+              help=_strategy_help())
 @click.option("--all-strategies", is_flag=True, help="Run the paper's Parts 1-4 (overall, split-even, negative, "
                                                       "positive), one subset each.")
 @click.option("--sql-file", type=click.Path(dir_okay=False), default=None,
@@ -50,7 +68,8 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
       curate filter --all-strategies --eps 0.2 --iteration 2
       curate filter --sql-file my_filter.sql -p min_len 50
     """
-    from ..filters import PAPER_PARTS, run_filter
+    from ..filters import run_filter
+    from ..strategies import paper_parts
     from ..query import parse_value
     from ..workspace import Workspace
 
@@ -60,7 +79,7 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
     if name and all_strategies:
         raise click.UsageError("--name names one subset; --all-strategies makes four (named frft-<strategy>-it<N>).")
     ws = Workspace(workspace)
-    runs = [dict(strategy=s) for s in PAPER_PARTS] if all_strategies else [dict(strategy=strategy, sql_file=sql_file)]
+    runs = [dict(strategy=s) for s in paper_parts()] if all_strategies else [dict(strategy=strategy, sql_file=sql_file)]
     results = []
     for spec in runs:
         r = run_filter(ws, **spec, eps=eps, size=size, iteration=iteration, branch=branch, aggregate=aggregate,
@@ -91,29 +110,6 @@ def _summary(r) -> None:
         err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
 
 
-LIST_SQL = """
-select s.name, s.strategy, s.branch, s.iteration,
-       cast(s.params->>'eps' as double) as eps, cast(s.params->>'size' as integer) as size,
-       s.params->>'aggregate' as aggregate,
-       cast(s.counts->>'rows' as integer) as rows, cast(s.counts->>'distinct_pairs' as integer) as distinct_pairs,
-       cast(s.counts->>'scored' as integer) as scored, strftime(s.created_at, '%Y-%m-%d %H:%M') as created,
-       s.subset_id
-from subsets s
-order by s.branch, s.iteration, s.strategy, s.name
-"""
-
-PAIRS_SQL = """
-select sp.rank, sp.pair_id, round(sp.score, 4) as score, sp.picked_by,
-       round(si.pos_sim, 4) as pos_sim, round(si.neg_sim, 4) as neg_sim, p.prompt, p.chosen, p.rejected
-from subset_pairs sp
-join subsets s using (subset_id)
-join pairs p using (pair_id)
-left join similarities si
-  on si.pair_id = sp.pair_id and si.branch = s.branch and si.iteration = s.iteration
- and si.model_id = s.params->>'model_id'
-where s.subset_id = $subset_id
-order by sp.rank, sp.picked_by
-"""
 
 
 @click.command()
@@ -124,32 +120,22 @@ order by sp.rank, sp.picked_by
 @click.option("--width", type=int, default=40, show_default=True, help="Column width in --format table.")
 def subsets(name, workspace, fmt, output, max_rows, width):
     """List subsets with counts and parameters; with NAME, its pairs."""
-    from ..lookup import subset_row
     from ..query import run
+    from ..subsets import LIST_SQL, PAIRS_SQL, list_params, subset_row
     from ..workspace import Workspace
 
     ws = Workspace(workspace).require()
     if name:
-        con = ws.connect()
-        try:
+        with ws.connect() as con:
             sid = subset_row(con, name)["subset_id"]
-        finally:
-            con.close()
         con, res = run(ws, PAIRS_SQL, {"subset_id": sid})
     else:
-        con, res = run(ws, LIST_SQL)
+        con, res = run(ws, LIST_SQL, list_params())
     try:
-        _emit(res, fmt, output, max_rows, width)
+        emit(res, fmt, output, max_rows, width)
     finally:
         con.close()
 
-
-def _emit(res, fmt, output, max_rows, width):
-    from ..query import write_result
-
-    n = write_result(res, fmt, None if output else sys.stdout, Path(output) if output else None, max_rows, width)
-    if output:
-        err(f"wrote {n:,} rows to {output}")
 
 
 @click.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import quiet_option, workspace_option
+from .options import quiet_option, workspace_option
 
 
 @click.command()

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..options import output_options, quiet_option, workspace_option
-
-
-def err(msg: str = "") -> None:
-    click.echo(msg, err=True)
+from .options import err, output_options, quiet_option, workspace_option
 
 
 @click.group()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..options import output_options, quiet_option, workspace_option
+from .options import output_options, quiet_option, workspace_option
 
 
 @click.command()

@@ -8,11 +8,7 @@ import sys
 import click
 
 from ..errors import CurateError
-from ..options import quiet_option
-
-
-def err(msg: str = "") -> None:
-    click.echo(msg, err=True)
+from .options import err, quiet_option
 
 
 @click.command("run")

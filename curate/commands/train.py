@@ -8,11 +8,7 @@ import json
 import click
 
 from ..errors import CurateError
-from ..options import force_option, quiet_option, workspace_option
-
-
-def err(msg: str = "") -> None:
-    click.echo(msg, err=True)
+from .options import err, force_option, quiet_option, workspace_option
 
 
 def user_errors(f):

@@ -11,12 +11,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-import orjson
 import polars as pl
 
 from ..errors import INGEST_FIX, CurateError, InputError
 from ..hashing import assign_roles, pair_ids, stripped
+from .. import rejects as rejects_
 from ..provenance import versions
+from ..rejects import reject
 from ..workspace import Workspace, new_id, utcnow
 from . import formats, sources
 from .hh import split_transcripts
@@ -92,8 +93,6 @@ def ingest(
                                 source=src.name,
                                 line=first["line"],
                             )
-                    for r in bad:
-                        r["ingest_id"] = result.ingest_id
                     rejects += bad
                     if pairs.height:
                         pairs = pairs.with_columns(
@@ -120,7 +119,7 @@ def ingest(
                 )
         result.rejected.update(r["reason"] for r in rejects)
         if rejects:
-            tx.add("rejects", pl.DataFrame(_new_rejects(ws, rejects), schema=REJECT_SCHEMA))
+            tx.add("rejects", rejects_.frame(rejects_.new_only(ws, rejects), result.ingest_id))
         manifest = {
             "step": "ingest",
             "ingest_id": result.ingest_id,
@@ -151,14 +150,6 @@ def ingest(
     return result
 
 
-REJECT_SCHEMA = {  # the rejects table, for every step that records rejected input rows
-    "source": pl.String,
-    "line": pl.Int64,
-    "reason": pl.String,
-    "detail": pl.String,
-    "raw": pl.String,
-    "ingest_id": pl.String,
-}
 
 
 def _existing_ids(ws: Workspace) -> set[str]:
@@ -168,15 +159,6 @@ def _existing_ids(ws: Workspace) -> set[str]:
     return set(pl.scan_parquet(files).select("pair_id").collect()["pair_id"].to_list())
 
 
-def _new_rejects(ws: Workspace, rejects: list[dict]) -> list[dict]:
-    """Drop rejects already recorded by an earlier ingest of the same file (idempotent re-ingest)."""
-    files = ws.files("rejects")
-    if not files:
-        return rejects
-    known = set(
-        pl.scan_parquet(files).select("source", "line", "reason").collect().iter_rows()
-    )
-    return [r for r in rejects if (r["source"], r["line"], r["reason"]) not in known]
 
 
 def _detect(src: sources.Source, chunk: list, fields: dict[str, str]) -> str:
@@ -193,10 +175,6 @@ def _detect(src: sources.Source, chunk: list, fields: dict[str, str]) -> str:
     )
 
 
-def _raw_text(obj, raw: bytes | None) -> str:
-    if raw is not None:
-        return raw.decode("utf-8", errors="replace")
-    return orjson.dumps(obj, default=str).decode()
 
 
 def _process(chunk, src, fmt, fields, existing, seen, counts):
@@ -213,12 +191,12 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
                 t_lines.append(line), t_c.append(c), t_r.append(r)
                 continue
         if isinstance(obj, sources.InvalidJson):
-            bad.append(_reject(src, line, "invalid_json", f"invalid JSON ({obj.error})", _raw_text(None, raw)))
+            bad.append(reject(src.name, line, "invalid_json", f"invalid JSON ({obj.error})", raw))
             continue
         try:
             rec = extract(obj, fmt, fields)
         except Reject as r:
-            bad.append(_reject(src, line, r.reason, r.detail, _raw_text(obj, raw)))
+            bad.append(reject(src.name, line, r.reason, r.detail, raw, obj))
             continue
         if rec[0] == "T":
             t_lines.append(line), t_c.append(rec[1]), t_r.append(rec[2])
@@ -233,7 +211,7 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
         )
         failed = t.filter(pl.col("reject_reason").is_not_null())
         for line, reason, detail in failed.select("line", "reject_reason", "reject_detail").iter_rows():
-            bad.append(_reject(src, line, reason, detail, _raw_text(*raws[line])))
+            bad.append(reject(src.name, line, reason, detail, *raws[line]))
         frames.append(t.filter(pl.col("reject_reason").is_null()).drop("reject_reason", "reject_detail"))
     if s_lines:
         frames.append(
@@ -267,8 +245,8 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
         elif pid in seen:
             first_src, first_line = seen[pid]
             bad.append(
-                _reject(src, line, "duplicate_pair", f"same pair as {first_src}, line {first_line} (pair_id {pid})",
-                        _raw_text(*raws[line]))
+                reject(src.name, line, "duplicate_pair", f"same pair as {first_src}, line {first_line} (pair_id {pid})",
+                       *raws[line])
             )
         else:
             seen[pid] = (src.name, line)
@@ -289,7 +267,7 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
 
 
 class _RawLookup:
-    """line -> (obj, raw) of a chunk, built only when a late-stage reject needs the raw text."""
+    """line -> (raw, obj) of a chunk (reject()'s argument order), built only when a late-stage reject needs it."""
 
     def __init__(self, chunk):
         self.chunk, self.index = chunk, None
@@ -298,8 +276,5 @@ class _RawLookup:
         if self.index is None:
             self.index = {rec[0]: i for i, rec in enumerate(self.chunk)}
         _, obj, raw = self.chunk[self.index[line]]
-        return obj, raw
+        return raw, obj
 
-
-def _reject(src, line, reason, detail, raw) -> dict:
-    return {"source": src.name, "line": line, "reason": reason, "detail": detail, "raw": raw}

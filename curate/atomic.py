@@ -1,0 +1,125 @@
+"""Writes that are never half-done: a file or folder is written under a temporary name beside its target and
+renamed into place only when complete, so a reader sees the old version or the new one, never a torn one.
+
+    write_text(path, text)               one text file
+    write_bytes(path, data)              one binary file
+    with staged_file(path) as tmp: ...   a file some other library writes (Parquet, FAISS, CSV)
+    with staged_dir(folder, replace=True) as tmp: ...   a folder (checkpoints, exported datasets)
+    install_dir(folder, build)           a folder built once, shared by processes (the first rename wins)
+
+Every other module writes through these: one implementation, one set of temporary names (`.<name>.<id>.tmp`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def temp_name(path: Path, suffix: str = "tmp") -> Path:
+    """A hidden sibling of `path` no other writer will pick: `.<name>.<8 hex>.<suffix>`."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{suffix}")
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or folder; nothing if it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` (os.replace), on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with staged_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | os.PathLike, replace: bool = False,
+               refuse: Callable[[Path], Exception] | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `target`; when the block succeeds it becomes `target`.
+
+    An existing target is kept unless `replace`: then it is moved aside, the new folder renamed in, and the
+    old one removed (put back if the rename fails). Without `replace` an existing target raises refuse(target)
+    (default FileExistsError). On failure the temporary folder is removed and the target is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        move_into_place(tmp, target, replace, refuse)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def move_into_place(tmp: Path, final: Path, replace: bool,
+                    refuse: Callable[[Path], Exception] | None = None) -> None:
+    """Rename the complete `tmp` to `final`; an old `final` (with replace) is moved aside first, removed after."""
+    if not exists(final):
+        os.rename(tmp, final)
+        return
+    if not replace:
+        raise (refuse or (lambda p: FileExistsError(f"{p} already exists")))(final)
+    old = temp_name(final, "old")
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    remove(old)
+
+
+def install_dir(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run build(tmp) on a fresh folder beside `target`, then rename it into place; returns `target`.
+
+    For caches several processes may fill at once (the converted default policy): the first rename wins,
+    and a process that loses drops its own copy and uses the winner's.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    tmp.mkdir()
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            remove(tmp)  # another process got there first
+    except BaseException:
+        remove(tmp)
+        raise
+    return target
