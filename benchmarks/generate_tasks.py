@@ -11,7 +11,7 @@ def naive(workspace: str, n: str, max_new_tokens: str) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from curate.generate import hh_messages
-    from curate.policy import resolve_policy
+    from curate.models import resolve_policy
     from curate.workspace import Workspace
 
     con = Workspace(workspace).connect()

@@ -16,7 +16,7 @@ def naive_rm(data: str, n: str, max_length: str) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from curate.policy import resolve_policy
+    from curate.models import resolve_policy
 
     folder = resolve_policy("smollm2-135m").folder
     tok = AutoTokenizer.from_pretrained(folder)
@@ -38,12 +38,12 @@ def naive_rm(data: str, n: str, max_length: str) -> dict:
 
 def curate_rm(data: str, n: str, max_length: str, out: str) -> dict:
     """`curate train rm` (train.rm.train_rm) on the first n pairs of the file."""
-    from train.rm import RMConfig, train_rm
+    from curate.train.rm import RMConfig, train_rm
 
     subset = f"{out}.data.jsonl"
     with open(subset, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in _rows(data, int(n)))
-    from curate.policy import resolve_policy
+    from curate.models import resolve_policy
 
     r = train_rm(RMConfig(base=str(resolve_policy("smollm2-135m").folder), output=out, data=subset,
                           max_length=int(max_length), quiet=True))
@@ -51,7 +51,7 @@ def curate_rm(data: str, n: str, max_length: str, out: str) -> dict:
 
 
 def curate_ppo(prompts: str, reward: str, out: str, steps: str, batch: str) -> dict:
-    from train.ppo import PPOConfig, train_ppo
+    from curate.train.ppo import PPOConfig, train_ppo
 
     t0 = time.perf_counter()
     r = train_ppo(PPOConfig(policy="smollm2-135m", reward=reward, prompts_file=prompts, output=out,

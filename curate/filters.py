@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import strategies
 from .errors import CurateError
+from .settings import setting
 from .strategies import parse_header
 from .workspace import Workspace, utcnow
 
@@ -44,6 +45,18 @@ from (
     from similarities where branch = $branch and iteration = $iteration and model_id = $model_id
 )
 """
+
+
+@dataclass
+class FilterSettings:
+    """The knobs every strategy shares: `curate filter`'s options and `curate run`'s [filter] section."""
+
+    eps: float = setting(0.2, "Similarity floor is 1 - eps; eps in (0, 2].", paper="FRFT paper, section 5.3")
+    size: int = setting(2000, "Pairs to keep (N).", short="-n", paper="FRFT paper, section 5.3")
+    aggregate: str = setting("mean", "With several samples per prompt: filter on their mean or max similarity.",
+                             choices=AGGREGATES)
+    distinct: bool = setting(False, "split-even: fill the subset with N distinct pairs (the neg half skips pairs "
+                             "the pos half took).", flag="--distinct")
 
 
 @dataclass
@@ -148,12 +161,12 @@ def run_filter(
     strategy: str | None = None,
     *,
     sql_file: str | Path | None = None,
-    eps: float = 0.2,
-    size: int = 2000,
+    eps: float = FilterSettings.eps,
+    size: int = FilterSettings.size,
     iteration: int | None = None,
     branch: str = "main",
-    aggregate: str = "mean",
-    distinct: bool = False,
+    aggregate: str = FilterSettings.aggregate,
+    distinct: bool = FilterSettings.distinct,
     model: str | None = None,
     name: str | None = None,
     user_params: dict[str, Any] | None = None,

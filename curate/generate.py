@@ -17,34 +17,40 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from .errors import CurateError
 from .provenance import versions
+from .settings import setting
 from .workspace import Workspace, new_id, utcnow
 
 STOP = "\n\nHuman:"
 BACKENDS = ("transformers", "vllm")
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 
+# {where} is the user's own SQL predicate (--where); every value curate supplies is a bound parameter
 SELECT_SQL = """
 select prompt, list(pair_id order by pair_id) as pair_ids
 from pairs
-where role = 'pref' and trim(prompt) <> '' and ({where})
+where role = 'pref' and trim(prompt) <> '' and ($split is null or split = $split) and ({where})
 group by prompt
 """
 
 
 @dataclass
 class GenerateParams:
-    top_k: int = 50
-    top_p: float = 1.0
-    temperature: float = 1.0
-    max_new_tokens: int = 128
-    samples: int = 1
-    seed: int = 0
-    chat_template: bool = False
+    """How each response is sampled; stored with every generations row (its `params` column)."""
+
+    top_k: int = setting(50, "Top-k sampling (0: off).", paper="FRFT paper, section 5.2")
+    top_p: float = setting(1.0, "Nucleus sampling threshold.")
+    temperature: float = setting(1.0, "Sampling temperature (0: greedy).")
+    max_new_tokens: int = setting(128, "Tokens per response at most.")
+    samples: int = setting(1, "Samples per prompt.")
+    seed: int = setting(0, "Seed: same seed, model and inputs give the same generations on the same backend.",
+                        toml=False)
+    chat_template: bool = setting(False, "Format prompts with the model's chat template (Human -> user, Assistant "
+                                  "-> assistant) instead of the HH transcript.")
 
     def check(self) -> None:
         if self.top_k < 0:
@@ -57,6 +63,24 @@ class GenerateParams:
             raise CurateError(f"--max-new-tokens must be at least 1; got {self.max_new_tokens}.")
         if self.samples < 1:
             raise CurateError(f"--samples must be at least 1; got {self.samples}.")
+
+
+@dataclass
+class GenerateSettings(GenerateParams):
+    """GenerateParams plus how the step runs (not stored per row): `curate generate`'s options and `curate run`'s
+    [generate] section."""
+
+    batch_size: int = setting(16, "Prompts per forward batch.")
+    limit: int = setting(0, "At most N prompts, a deterministic sample by --seed (0: all).")
+    sample_fraction: float = setting(1.0, "A deterministic fraction of the prompts (1: all).")
+    dtype: str = setting("auto", "auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32), "
+                         "float32, float16 or bfloat16.")
+    backend: str = setting("transformers", "transformers (CPU or GPU) or vllm (GPU, when installed).",
+                           choices=BACKENDS)
+
+    def sampling(self) -> GenerateParams:
+        """The sampling part alone: what is stored with every generations row."""
+        return GenerateParams(**{f.name: getattr(self, f.name) for f in fields(GenerateParams)})
 
 
 @dataclass
@@ -156,21 +180,20 @@ def response_text(text: str) -> str:
 
 # -- selection --------------------------------------------------------------------------------------
 def select_prompts(ws: Workspace, where: str | None, limit: int | None, fraction: float | None,
-                   seed: int) -> list[Prompt]:
+                   seed: int, split: str | None = None) -> list[Prompt]:
+    """The distinct prompts of the pref pairs (of `split`, matching `where`), a deterministic sample by seed."""
     import duckdb
 
     if limit is not None and limit < 1:
         raise CurateError(f"--limit must be at least 1; got {limit}.")
     if fraction is not None and not 0 < fraction <= 1:
         raise CurateError(f"--sample-fraction must be in (0, 1]; got {fraction}.")
-    con = ws.connect()
-    try:
-        rows = con.execute(SELECT_SQL.format(where=where or "true")).fetchall()
-    except duckdb.Error as e:
-        raise CurateError(f"--where {where!r} failed: {str(e).strip()} (it is a SQL predicate on the pairs "
-                          "table, e.g. \"len(prompt) < 2000 and source like '%harmless%'\").") from None
-    finally:
-        con.close()
+    with ws.connect() as con:
+        try:
+            rows = con.execute(SELECT_SQL.format(where=where or "true"), {"split": split}).fetchall()
+        except duckdb.Error as e:
+            raise CurateError(f"--where {where!r} failed: {str(e).strip()} (it is a SQL predicate on the pairs "
+                              "table, e.g. \"len(prompt) < 2000 and source like '%harmless%'\").") from None
     prompts = [Prompt(ids[0], text, ids) for text, ids in rows]
     # a deterministic sample: order by a hash of (key, seed); the first N, or those under the fraction
     rank = {p.key: hashlib.sha256(f"{seed}:{p.key}".encode()).hexdigest() for p in prompts}
@@ -258,12 +281,13 @@ def generate(
     branch: str = "main",
     params: GenerateParams | None = None,
     revision: str | None = None,
-    backend: str = "transformers",
+    backend: str = GenerateSettings.backend,
     device: str | None = None,
-    dtype: str = "auto",
-    batch_size: int = 16,
+    dtype: str = GenerateSettings.dtype,
+    batch_size: int = GenerateSettings.batch_size,
     shard_size: int = 256,
     where: str | None = None,
+    split: str | None = None,
     limit: int | None = None,
     sample_fraction: float | None = None,
     overwrite: bool = False,
@@ -289,7 +313,7 @@ def generate(
         raise CurateError("--batch-size and --shard-size must be at least 1.")
     ws.require()
     t0 = time.perf_counter()
-    prompts = select_prompts(ws, where, limit, sample_fraction, p.seed)
+    prompts = select_prompts(ws, where, limit, sample_fraction, p.seed, split)
     if not prompts:
         raise CurateError("No pref prompts selected" + (f" by --where {where!r}" if where else "")
                           + ": nothing to generate (ingest pairs first, or widen the selection).")
@@ -298,10 +322,10 @@ def generate(
         if loaded is not None:
             ref, mdl, tok = loaded
         else:
-            from .policy import resolve_policy
+            from .models import resolve_policy
 
             ref = resolve_policy(model, revision)
-        policy = ref.policy_id
+        policy = ref.model_id
         existing = _existing(ws, branch, iteration)
         others = sorted(set(existing["policy"].unique().to_list()) - {policy}) if existing.height else []
         if others and not overwrite:  # checked before the model loads
@@ -391,7 +415,7 @@ def generate(
             "policy": {"policy_id": policy, "name": ref.name, "source": ref.source, "revision": ref.revision,
                        "identity": ref.identity},
             "backend": engine.name, "device": engine.device, "dtype": engine.dtype, "params": asdict(p),
-            "selection": {"where": where, "limit": limit, "sample_fraction": sample_fraction},
+            "selection": {"split": split, "where": where, "limit": limit, "sample_fraction": sample_fraction},
             "batch_size": batch_size, "shard_size": shard_size, "overwrite": overwrite,
             "counts": {"prompts": res.prompts, "pairs": res.pairs, "batches": res.batches,
                        "batches_done_before": res.batches_done_before, "generated_prompts": res.generated_prompts,
@@ -405,12 +429,9 @@ def generate(
 
 def _stored_params(ws: Workspace, branch: str, iteration: int, policy: str) -> dict:
     """The sampling settings an earlier run of this policy stored (without the per-row fields)."""
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         row = con.execute("select params from generations where branch = $b and iteration = $i and policy = $p "
                           "limit 1", {"b": branch, "i": iteration, "p": policy}).fetchall()
-    finally:
-        con.close()
     if not row:
         return {}
     try:

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 import polars as pl
 
+from . import rejects as rejects_
 from .errors import CurateError
 from .ingest import sources
-from . import rejects as rejects_
 from .provenance import versions
 from .rejects import raw_text, reject
 from .workspace import Workspace, new_id, utcnow

@@ -14,8 +14,7 @@ def byte_progress(quiet: bool) -> Iterator[Callable[[str, int | None], Callable[
         yield lambda name, total: (lambda n: None)
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     with Progress(
         TextColumn("[bold]{task.description}"),

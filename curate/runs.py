@@ -48,11 +48,11 @@ def lineage_text(d: dict, out: bool = False, sep: str = "\n") -> str:
     return sep.join(parts)
 
 
-def lineage_rows(ws: Workspace) -> list[dict]:
-    """Every step with its lineage as text, paths relative to the workspace (what `curate runs` shows)."""
+def lineage_rows(ws: Workspace, run_id: str | None = None) -> list[dict]:
+    """Every step (of one run) with its lineage as text, paths relative to the workspace (`curate runs`)."""
     root = str(ws.root) + "/"
     out = []
-    for r in runs_rows(ws):
+    for r in runs_rows(ws, run_id):
         made = lineage_text(json.loads(r["outputs"] or "{}"), out=True) or (r["error"] or "")
         out.append({**r, "from": lineage_text(json.loads(r["inputs"] or "{}")).replace(root, ""),
                     "made": made.replace(root, "")})

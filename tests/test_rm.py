@@ -76,9 +76,9 @@ def rm_ws(tmp_path_factory) -> Workspace:
 
 
 def rm_config(base, out, **kw):
-    from train.rm import RMConfig
+    from curate.train.rm import RMConfig
 
-    defaults = {"base": str(base), "output": str(out), "learning_rate": 3e-3, "epochs": 4, "batch_size": 8,
+    defaults = {"base": str(base), "output": str(out), "lr": 3e-3, "epochs": 4, "batch_size": 8,
                 "max_length": 64, "quiet": True}
     return RMConfig(**(defaults | kw))
 
@@ -86,15 +86,15 @@ def rm_config(base, out, **kw):
 # -- training --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(base, rm_ws, tmp_path_factory):
-    from train.rm import train_rm
+    from curate.train.rm import train_rm
 
     return train_rm(rm_config(base, tmp_path_factory.mktemp("rm") / "rm", subset="gb",
                               workspace=str(rm_ws.root)))
 
 
 def test_reward_model_learns_the_signal(trained, rm_ws):
-    from train.data import load_preferences
-    from train.rm import score_pairs
+    from curate.train.data import load_preferences
+    from curate.train.evaluate import score_pairs
 
     assert (trained.rows, trained.trained_rows, trained.dropped_long) == (N_PAIRS, N_PAIRS, 0)
     rows = load_preferences(str(rm_ws.root), subset="gb").dataset
@@ -105,21 +105,21 @@ def test_reward_model_learns_the_signal(trained, rm_ws):
 
 
 def test_record_beside_the_checkpoint(trained, rm_ws):
-    from train.data import sha256_file
+    from curate.fingerprint import sha256_file
 
     rec = json.loads((trained.output / "curate_train.json").read_text())
     (sid,) = query(rm_ws.root, "select subset_id from subsets where name = 'gb'")[0]
     assert rec["subset"] == "gb" and rec["subset_id"] == sid
     assert rec["manifest_sha256"] == sha256_file(rm_ws.manifests_dir / f"filter-{sid}.json")
-    assert rec["config"]["learning_rate"] == 3e-3 and rec["counts"]["dropped_long"] == 0
+    assert rec["config"]["lr"] == 3e-3 and rec["counts"]["dropped_long"] == 0
     assert rec["base_model"].endswith("lm") and {"torch", "transformers", "trl"} <= set(rec["versions"])
     assert (trained.output / "config.json").is_file()
 
 
 def test_default_learning_rate_is_the_papers():
-    from train.rm import RMConfig
+    from curate.train.rm import RMConfig
 
-    assert RMConfig(base="b", output="o").learning_rate == 9e-6
+    assert RMConfig(base="b", output="o").lr == 9e-6
 
 
 # -- the loss override -----------------------------------------------------------------------------
@@ -128,7 +128,8 @@ def trainer(base, tmp_path_factory):
     import datasets
     from trl import RewardConfig
 
-    from train.rm import _trainer_class, load_reward_model, tokenize_rows
+    from curate.train.reward import load_reward_model
+    from curate.train.rm import _trainer_class, tokenize_rows
 
     model, tok, _ = load_reward_model(base)
     rows = datasets.Dataset.from_list([{"prompt": "question 1 ?", "chosen": " good", "rejected": " bad"}])
@@ -179,7 +180,7 @@ def long_data(tmp_path) -> Path:
 
 
 def test_rows_longer_than_max_length_are_counted(base, long_data, tmp_path):
-    from train.rm import train_rm
+    from curate.train.rm import train_rm
 
     r = train_rm(rm_config(base, tmp_path / "drop", data=str(long_data), epochs=1, max_length=40))
     assert (r.rows, r.trained_rows, r.dropped_long, r.truncated) == (10, 7, 3, 0)
@@ -196,7 +197,7 @@ def test_rows_longer_than_max_length_are_counted(base, long_data, tmp_path):
 def test_base_without_pad_token_gets_eos_and_says_so(tmp_path, rm_ws):
     from transformers import AutoConfig
 
-    from train.rm import train_rm
+    from curate.train.rm import train_rm
 
     nopad = tiny_lm(tmp_path / "nopad", CORPUS, pad=False)
     r = train_rm(rm_config(nopad, tmp_path / "out", subset="gb", workspace=str(rm_ws.root), epochs=1))
@@ -228,7 +229,7 @@ def test_empty_subset_is_a_clear_error(cli, base, rm_ws, tmp_path):
 
 
 def test_unknown_subset_and_folder_without_columns(base, rm_ws, tmp_path):
-    from train.data import load_preferences
+    from curate.train.data import load_preferences
 
     with pytest.raises(CurateError, match="No subset named 'nosuch'. Known subsets: empty, gb."):
         load_preferences(str(rm_ws.root), subset="nosuch")
@@ -240,7 +241,7 @@ def test_unknown_subset_and_folder_without_columns(base, rm_ws, tmp_path):
 
 def test_exported_folder_trains_and_is_recorded(base, rm_ws, tmp_path):
     from curate.export import export_subset
-    from train.rm import train_rm
+    from curate.train.rm import train_rm
 
     folder = export_subset(rm_ws, "gb", to=tmp_path / "gb").path
     r = train_rm(rm_config(base, tmp_path / "rm", data=str(folder), epochs=1))
@@ -270,7 +271,7 @@ def test_cli_train_and_eval(cli, trained, rm_ws, base, tmp_path):
 
 
 def test_cli_train_ppo_runs_a_step_against_the_reward_model(cli, trained, base, tmp_path):
-    pytest.importorskip("train.ppo")
+    pytest.importorskip("curate.train.ppo")
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"question {i} about topic 1 ?"} for i in range(2)])
     r = cli("train", "ppo", "--policy", base, "--reward", trained.output, "-o", tmp_path / "ppo", "--prompts", prompts,
             "--steps", "1", "--batch-size", "2", "--mini-batch-size", "1", "--max-new-tokens", "3", "-q")
@@ -297,7 +298,7 @@ def test_existing_output_is_refused_without_force_and_replaced_with_it(cli, base
 
 
 def test_a_failed_run_leaves_the_old_checkpoint_and_no_staging_folder(base, rm_ws, tmp_path, monkeypatch):
-    import train.rm as rm_mod
+    import curate.train.rm as rm_mod
 
     out = tmp_path / "rm"
     first = rm_mod.train_rm(rm_config(base, out, subset="gb", workspace=str(rm_ws.root), epochs=1))

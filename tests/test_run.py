@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from curate.errors import CurateError
-from curate.runconfig import load, parse
+from curate.run.config import load, parse
 
 from .conftest import hh_row, query, write_jsonl
 from .test_generate import tiny  # noqa: F401 - the tiny byte-level BPE policy, a session fixture
@@ -62,8 +62,8 @@ def steps_of(ws: Path, run_id: str = "toy") -> list[tuple]:
 @pytest.fixture(scope="module")
 def finished(setup):
     """Run the loop, stopped by a Ctrl-C inside iteration 2's rm step of `positive`, then resumed."""
-    import train.rm as rm_mod
-    from curate.frft import Runner
+    import curate.train.rm as rm_mod
+    from curate.run import Runner
 
     cfg = load(setup["config"])
     real = rm_mod.train_rm
@@ -141,7 +141,7 @@ def test_plan_order_and_lineage(setup, finished):
 
 
 def test_iteration_2_samples_each_branch_s_own_ppo_policy(setup, finished):
-    from curate.policy import resolve_policy
+    from curate.models import resolve_policy
 
     ws = setup["ws"]
     branches = [f"toy/{s}" for s in STRATEGIES]
@@ -150,7 +150,7 @@ def test_iteration_2_samples_each_branch_s_own_ppo_policy(setup, finished):
     for b in branches:
         ppo_it1 = json.loads(query(ws, "select outputs from runs where step = 'ppo' and branch = $b and iteration = 1 "
                                        "and status = 'done'", {"b": b})[0][0])["checkpoint"]
-        assert policies[b] == resolve_policy(ppo_it1).policy_id
+        assert policies[b] == resolve_policy(ppo_it1).model_id
     assert policies[branches[0]] != policies[branches[1]]  # two policies, trained apart
     sft = query(ws, "select distinct policy from generations where iteration = 1")
     assert len(sft) == 1 and sft[0][0] not in policies.values()
@@ -185,13 +185,15 @@ def test_cli_runs_shows_the_lineage_and_a_rerun_without_resume_is_refused(cli, s
 
 
 def test_a_killed_process_leaves_running_rows_that_resume_marks_interrupted(setup, finished):
-    from curate.frft import Runner, Step, _row, _write_row
+    from curate.run import Runner, Step
+    from curate.runs import step_row, write_row
 
     cfg = load(setup["config"])
     runner = Runner(cfg, resume=True, quiet=True)
     # what a SIGKILL leaves behind: a row still 'running'
     s = Step("report", "toy", 2, lambda: {"strategies": STRATEGIES}, lambda: {})
-    _write_row(runner.ws, _row("toy", s, s.inputs(), "running", cfg.sha256, "2026-01-01T00:00:00Z", None), None)
+    write_row(runner.ws, step_row("toy", s.step, s.branch, s.iteration, s.inputs(), "running", cfg.sha256,
+                                  "2026-01-01T00:00:00Z", None), None)
     runner.execute()
     statuses = [r[3] for r in steps_of(setup["ws"]) if r[0] == "report"]
     assert "running" not in statuses and statuses.count("interrupted") == 1
@@ -211,7 +213,7 @@ def test_dry_run_estimates_without_loading_a_model(cli, setup, finished):
 
 def test_resume_with_a_changed_filter_reruns_what_depends_on_it(cli, setup, finished):
     """Runs last on the toy run: it changes the run's config."""
-    from curate.frft import Runner
+    from curate.run import Runner
 
     ws = setup["ws"]
     changed = setup["tmp"] / "changed.toml"
@@ -304,7 +306,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_lineage(setup, tmp_path):
     import sys
     import time
 
-    from curate.frft import Runner
+    from curate.run import Runner
 
     cfg = json.loads(json.dumps(setup["cfg"]))
     cfg["run"] |= {"name": "killed", "workspace": str(tmp_path / "ws"), "strategies": ["negative"]}

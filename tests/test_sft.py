@@ -25,11 +25,11 @@ def sft_ws(cli, tmp_path):
 def test_sft_runs_and_saves_a_checkpoint_that_loads(tmp_path, sft_ws):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.sft import SFTRunConfig, train_sft
+    from curate.train.sft import SFTConfig, train_sft
 
     base = tiny_lm(tmp_path / "base", CORPUS)
-    r = train_sft(SFTRunConfig(model=str(base), output=str(tmp_path / "sft"), workspace=str(sft_ws), max_steps=2,
-                               batch_size=4, learning_rate=1e-3, quiet=True))
+    r = train_sft(SFTConfig(model=str(base), output=str(tmp_path / "sft"), workspace=str(sft_ws), max_steps=2,
+                               batch_size=4, lr=1e-3, quiet=True))
     assert (r.rows, r.truncated, r.metrics["steps"]) == (12, 0, 2)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
     tok = AutoTokenizer.from_pretrained(tmp_path / "sft")
@@ -45,7 +45,8 @@ def test_sft_cli_and_no_sft_pairs(cli, tmp_path, sft_ws):
             "--batch-size", "4")
     assert r.exit_code == 0, r.output
     assert r.stdout == f"{tmp_path / 'sft'}\n"
-    assert "fine-tuned on 12 sft pairs (0 truncated)" in r.stderr
+    # what the optimiser saw (1 step of 4 rows), not just the pairs there are (issue 13)
+    assert "fine-tuned for 1 step on 4 rows (of 12 sft pairs, 0 truncated)" in r.stderr
     r = cli("train", "sft", "--model", base, "-o", tmp_path / "sft", "-w", sft_ws, "--max-steps", "1")
     assert r.exit_code == 1 and "already exists" in r.stderr  # a second run does not overwrite silently
     r = cli("train", "sft", "--model", base, "-o", tmp_path / "sft", "-w", sft_ws, "--max-steps", "1", "--force")
@@ -59,7 +60,7 @@ def test_sft_cli_and_no_sft_pairs(cli, tmp_path, sft_ws):
 
 
 def test_load_sft_needs_a_workspace(tmp_path):
-    from train.data import load_sft
+    from curate.train.data import load_sft
 
     with pytest.raises(CurateError, match="No curate workspace at"):
         load_sft(str(tmp_path / "none"))

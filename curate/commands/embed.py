@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import click
 
+from ..embedding import EmbedSettings
+from ..settings import click_options
 from .options import quiet_option, workspace_option
 
 
 @click.command()
 @workspace_option
-@click.option("--model", "-m", default=None,
-              help="sentence-transformers model: a Hub id (e.g. AnnaWegmann/Style-Embedding), a folder, or "
-                   "'default' (packaged all-MiniLM-L6-v2, offline).")
+@click_options(EmbedSettings)
 @click.option("--revision", default=None, help="Hub revision of --model.")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-              help="auto: onnx on CPU where the model allows it (same vectors, faster), else torch.")
 @click.option("--device", default=None, help="torch device, e.g. cuda or cpu (default: what torch picks).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per forward pass.")
 @click.option("--shard-size", type=int, default=2048, show_default=True, help="Texts per committed shard.")
 @click.option("--limit", type=int, default=None, help="Embed at most N new texts (for a quick try).")
 @quiet_option

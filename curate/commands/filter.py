@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from ..filters import FilterSettings
+from ..settings import click_options
 from .options import emit, err, output_options, quiet_option, workspace_option
 
 
@@ -46,14 +48,9 @@ def _strategy_help() -> str:
               help="Your own filter: one SELECT returning pair_id (and optional rank, score, picked_by, reason).")
 @click.option("--param", "-p", "params", nargs=2, multiple=True, metavar="NAME VALUE",
               help="Bind $NAME in --sql-file (repeatable); numbers and true/false/null are typed.")
-@click.option("--eps", type=float, default=0.2, show_default=True, help="Similarity floor is 1 - eps; eps in (0, 2].")
-@click.option("--size", "-n", type=int, default=2000, show_default=True, help="Pairs to keep (N).")
+@click_options(FilterSettings)
 @click.option("--iteration", "-i", type=int, default=None, help="Scored iteration (default: the latest).")
 @click.option("--branch", default="main", show_default=True, help="FRFT branch.")
-@click.option("--aggregate", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
-              help="With several samples per prompt: filter on their mean or max similarity.")
-@click.option("--distinct", is_flag=True,
-              help="split-even: fill the subset with N distinct pairs (the neg half skips pairs the pos half took).")
 @click.option("--model", "-m", default=None, help="Embedding model_id (or its name prefix) when several scored.")
 @click.option("--name", default=None, help="Subset name (default frft-<strategy>-it<N>); an existing one is replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result summary as JSON on stdout.")
@@ -69,8 +66,8 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
       curate filter --sql-file my_filter.sql -p min_len 50
     """
     from ..filters import run_filter
-    from ..strategies import paper_parts
     from ..query import parse_value
+    from ..strategies import paper_parts
     from ..workspace import Workspace
 
     chosen = sum(x is not None and x is not False for x in (strategy, all_strategies or None, sql_file))

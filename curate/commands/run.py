@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import CurateError
-from .options import err, quiet_option
+from .options import err, quiet_option, workspace_option
 
 
 @click.command("run")
@@ -36,7 +36,7 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
       curate run --config configs/frft-hh.toml --dry-run  # what the paper's setup costs here
       curate run --config configs/frft-hh.toml --resume
     """
-    from ..runconfig import load
+    from ..run.config import load
 
     cfg = load(config_path)
     if data:
@@ -46,13 +46,13 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
         return
     from rich.console import Console
 
-    from ..frft import Runner
+    from ..run.plan import Runner
 
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
     runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else
                     (lambda m: console.print(m, markup=False, soft_wrap=True)))
     if not quiet:
-        from ..frft import estimate
+        from ..run.estimate import estimate
 
         est = estimate(cfg)
         err(f"run {cfg.run.name!r}: alpha {cfg.run.alpha}, strategies {', '.join(cfg.run.strategies)}; workspace "
@@ -102,7 +102,7 @@ def _dry_run(cfg, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..frft import estimate
+    from ..run.estimate import estimate
 
     est = estimate(cfg)
     if as_json:
@@ -144,8 +144,7 @@ def _duration(seconds: float) -> str:
 
 
 @click.command("runs")
-@click.option("--workspace", "-w", envvar="CURATE_WORKSPACE", default=None, type=click.Path(file_okay=False),
-              help="Workspace folder (default: the --config's, else ./workspace).")
+@workspace_option
 @click.option("--config", "-c", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Read the workspace and run name from this config.")
 @click.option("--run", "run_id", default=None, help="Show only this run.")
@@ -161,21 +160,21 @@ def runs(workspace, config_path, run_id, as_json):
       curate runs --config configs/demo.toml
       curate sql -w workspace-demo "select step, branch, iteration, outputs->>'checkpoint' from runs"
     """
-    from ..frft import lineage_text, runs_rows
+    from ..runs import lineage_rows, runs_rows
     from ..workspace import Workspace
 
     if config_path:
-        from ..runconfig import load
+        from ..run.config import load
 
         cfg = load(config_path)
         workspace = workspace or cfg.run.workspace
         run_id = run_id or cfg.run.name
-    ws = Workspace(workspace or "workspace").require()
-    rows = runs_rows(ws, run_id)
+    ws = Workspace(workspace).require()
     if as_json:
-        for r in rows:
+        for r in runs_rows(ws, run_id):
             click.echo(json.dumps(r, default=str))
         return
+    rows = lineage_rows(ws, run_id)
     if not rows:
         err(f"No runs{' named ' + repr(run_id) if run_id else ''} in {ws.root}: start one with "
             "`curate run --config configs/demo.toml`.")
@@ -187,11 +186,8 @@ def runs(workspace, config_path, run_id, as_json):
               "relative to it)", title_justify="left")
     for col in t.columns[5:7]:
         col.overflow = "fold"
-    root = str(ws.root) + "/"
     for r in rows:
-        made = lineage_text(json.loads(r["outputs"] or "{}"), out=True) or (r["error"] or "")
-        t.add_row(r["run_id"], r["step"], r["branch"], str(r["iteration"]), _status(r["status"]),
-                  lineage_text(json.loads(r["inputs"] or "{}")).replace(root, ""), made.replace(root, ""),
+        t.add_row(r["run_id"], r["step"], r["branch"], str(r["iteration"]), _status(r["status"]), r["from"], r["made"],
                   f"{r['seconds']:.1f}" if r["seconds"] is not None else "")
     Console(width=200).print(t)
 
@@ -200,5 +196,3 @@ def _status(status: str) -> str:
     return {"done": "[green]done[/]", "running": "[yellow]running[/]", "failed": "[red]failed[/]",
             "interrupted": "[red]interrupted[/]"}.get(status, status)
 
-
-COMMANDS = (run, runs)

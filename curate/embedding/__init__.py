@@ -19,8 +19,9 @@ from typing import Callable
 
 from ..errors import CurateError
 from ..provenance import versions
+from ..settings import setting
 from ..workspace import Workspace, new_id, query_frame, utcnow
-from .model import ModelRef, load_encoder, resolve
+from .model import BACKENDS, ModelRef, load_encoder, resolve
 
 NEEDED_SQL = """
 with texts as (
@@ -51,6 +52,18 @@ from texts
 
 
 @dataclass
+class EmbedSettings:
+    """`curate embed`'s model options and `curate run`'s [embed] section."""
+
+    model: str = setting("default", "sentence-transformers model: a Hub id (e.g. AnnaWegmann/Style-Embedding, the "
+                         "paper's), a folder, or 'default' (packaged all-MiniLM-L6-v2, offline).", short="-m",
+                         paper="FRFT paper, section 5.2: Style-Embedding")
+    backend: str = setting("auto", "auto: onnx on CPU where the model allows it (same vectors, faster), else torch.",
+                           choices=BACKENDS)
+    batch_size: int = setting(32, "Texts per forward pass.")
+
+
+@dataclass
 class EmbedResult:
     model_id: str
     model: str
@@ -68,9 +81,9 @@ def embed(
     model: str | None = None,
     *,
     revision: str | None = None,
-    backend: str = "auto",
+    backend: str = EmbedSettings.backend,
     device: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = EmbedSettings.batch_size,
     shard_size: int = 2048,
     limit: int | None = None,
     progress: Callable[[int], Callable[[int], None]] | None = None,

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import staged_file
 from ..errors import CurateError
+from ..fingerprint import cache_dir, combine, sha256_files
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_ALIASES = {"default", "all-MiniLM-L6-v2", DEFAULT_MODEL}
@@ -25,9 +27,6 @@ BACKENDS = ("auto", "torch", "onnx")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("CURATE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "curate")
-    return Path(root).expanduser()
 
 
 @dataclass
@@ -95,27 +94,13 @@ def _read_json(path: Path) -> dict:
 
 
 def weights_sha256(folder: Path) -> str:
-    """SHA-256 of the weight files, cached by (path, size, mtime) so it is computed once."""
+    """SHA-256 of the weight file (curate.fingerprint's cache). A model with one weight file keeps the digest of
+    that file as its identity, as before the shared fingerprint module; several files combine their digests."""
     files = [folder / f for f in WEIGHT_FILES if (folder / f).exists()] or sorted(folder.glob("*.safetensors"))
     if not files:
         raise CurateError(f"{folder}: no model weights (model.safetensors or pytorch_model.bin).")
-    cache_file = cache_dir() / "fingerprints.json"
-    cache = _read_json(cache_file)
-    keys = [f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
-    key = "|".join(keys)
-    if key in cache:
-        return cache[key]
-    digest = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(block)
-    cache[key] = digest.hexdigest()
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_file)
-    return cache[key]
+    digests = sha256_files(files)
+    return digests[0] if len(digests) == 1 else combine(files, digests)
 
 
 def _identify(ref: ModelRef) -> ModelRef:
@@ -258,15 +243,12 @@ class OnnxEncoder(Encoder):
             names.append("token_type_ids")
         dummy = tuple(torch.ones((1, 8), dtype=torch.long) for _ in names)
         axes = {n: {0: "batch", 1: "seq"} for n in names + ["last_hidden_state"]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".model.{os.getpid()}.onnx")
         import warnings
 
-        with warnings.catch_warnings(), torch.no_grad():
+        with staged_file(out) as tmp, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(Hidden(model), dummy, str(tmp), input_names=names, output_names=["last_hidden_state"],
                               dynamic_axes=axes, opset_version=17, dynamo=False)
-        os.replace(tmp, out)
         return out
 
     def encode(self, texts, batch_size=32):

@@ -13,9 +13,9 @@ from typing import Callable
 
 import polars as pl
 
+from .. import rejects as rejects_
 from ..errors import INGEST_FIX, CurateError, InputError
 from ..hashing import assign_roles, pair_ids, stripped
-from .. import rejects as rejects_
 from ..provenance import versions
 from ..rejects import reject
 from ..workspace import Workspace, new_id, utcnow

@@ -2,21 +2,22 @@
 
     [run]       name, workspace, checkpoints, alpha, strategies, seed
     [data]      sources, sft_fraction, split, eval_split, where
-    [sft]       model, checkpoint (a ready SFT model: no training), max_steps, epochs, batch_size, lr, max_length
-    [embed]     model, backend, batch_size
-    [generate]  max_new_tokens, top_k, top_p, temperature, samples, chat_template, batch_size, limit, ...
-    [filter]    eps, size, aggregate, distinct
-    [rm]        lr, epochs, batch_size, max_length, long_rows, label_smoothing, eval_pairs
-    [ppo]       steps, batch_size, mini_batch_size, max_new_tokens, kl_coef, kl_target, actor_lr, critic_lr, ...
+    [sft]       curate.train.sft.SFTConfig's knobs (model, lr, epochs, ...) + checkpoint (a ready SFT model)
+    [embed]     curate.embedding.EmbedSettings (model, backend, batch_size)
+    [generate]  curate.generate.GenerateSettings (max_new_tokens, top_k, samples, chat_template, batch_size, ...)
+    [filter]    curate.filters.FilterSettings (eps, size, aggregate, distinct)
+    [rm]        curate.train.rm.RMConfig's knobs (lr, epochs, batch_size, ...) + eval_pairs
+    [ppo]       curate.train.ppo.PPOConfig's knobs (steps, batch_size, kl_coef, actor_lr, critic_lr, ...)
 
-Each section is a dataclass below; its fields are the valid keys and their defaults. A key that is not a
-field is an error that names the key, the section and the valid keys; so is a value of the wrong type.
+The training and sampling sections are the same dataclasses `curate train ...`, `curate generate`, `embed` and
+`filter` build their options from (curate.settings), so a default and its paper source are written once. A key
+is valid where its field may be set from a config (paths, seeds and outputs are the run's to decide); an unknown
+key or a value of the wrong type is an error that names the file, line, section and key, with the valid keys.
 Relative paths are relative to the current folder, like the CLI's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
@@ -27,8 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CurateError
-from .filters import AGGREGATES, STRATEGIES
+from .. import strategies
+from ..embedding import EmbedSettings
+from ..errors import CurateError
+from ..filters import FilterSettings
+from ..generate import GenerateSettings
+from ..settings import coerce, setting, toml_settings, toml_values
+from ..train.ppo import PPOConfig
+from ..train.rm import RMConfig
+from ..train.sft import SFTConfig
 
 
 @dataclass
@@ -37,7 +45,7 @@ class RunSection:
     workspace: str = "workspace"
     checkpoints: str = ""  # default: <workspace>/checkpoints/<name>
     alpha: int = 2  # FRFT iterations
-    strategies: list[str] = field(default_factory=lambda: ["overall", "split-even", "negative", "positive"])
+    strategies: list[str] = field(default_factory=strategies.paper_parts)  # the paper's Parts 1-4: RM1..RM4
     seed: int = 0
 
 
@@ -53,77 +61,25 @@ class DataSection:
 
 
 @dataclass
-class SFTSection:
-    model: str = "smollm2-135m"  # a causal LM: folder, Hub id or the packaged default
-    checkpoint: str = ""  # a ready SFT model: used as is, no training
-    max_steps: int = -1  # > 0 overrides epochs
-    epochs: float = 1.0
-    batch_size: int = 8
-    lr: float = 2e-5
-    max_length: int = 1024
+class SFTSection(SFTConfig):
+    checkpoint: str = setting("", "A ready SFT model (folder, Hub id or smollm2-135m): used as is, no training.")
 
 
 @dataclass
-class EmbedSection:
-    model: str = "default"  # the packaged all-MiniLM-L6-v2; the paper: AnnaWegmann/Style-Embedding
-    backend: str = "auto"
-    batch_size: int = 32
+class GenerateSection(GenerateSettings):
+    # the run's default policy is the instruct SmolLM2, which expects its chat template; `curate generate` keeps
+    # the raw HH transcript by default (the paper's GPT-2 SFT policy was trained on it)
+    chat_template: bool = setting(True, "Format prompts with the policy's chat template.")
 
 
 @dataclass
-class GenerateSection:
-    max_new_tokens: int = 128
-    top_k: int = 50
-    top_p: float = 1.0
-    temperature: float = 1.0
-    samples: int = 1
-    chat_template: bool = True
-    batch_size: int = 16
-    limit: int = 0  # 0: every selected prompt
-    sample_fraction: float = 1.0
-    dtype: str = "auto"
-    backend: str = "transformers"
-
-
-@dataclass
-class FilterSection:
-    eps: float = 0.2
-    size: int = 2000
-    aggregate: str = "mean"
-    distinct: bool = False
-
-
-@dataclass
-class RMSection:
-    lr: float = 9e-6
-    epochs: float = 1.0
-    batch_size: int = 8
-    max_length: int = 1024
-    long_rows: str = "drop"
-    label_smoothing: float = 0.0
-    activation_checkpointing: bool = True
-    eval_pairs: int = 0  # held-out pairs to score each reward model on (0: all of eval_split)
-
-
-@dataclass
-class PPOSection:
-    steps: int = 100
-    batch_size: int = 64
-    mini_batch_size: int = 16
-    max_new_tokens: int = 64
-    ppo_epochs: int = 4
-    top_k: int = 50
-    kl_coef: float = 0.02
-    kl_target: float = 0.0  # > 0 turns on the adaptive KL controller
-    actor_lr: float = 5e-6
-    critic_lr: float = 9e-6
-    save_every: int = 50
-    dtype: str = "float32"
+class RMSection(RMConfig):
+    eval_pairs: int = setting(0, "Held-out pairs to score each reward model on (0: all of [data] eval_split).")
 
 
 SECTIONS: dict[str, type] = {
-    "run": RunSection, "data": DataSection, "sft": SFTSection, "embed": EmbedSection, "generate": GenerateSection,
-    "filter": FilterSection, "rm": RMSection, "ppo": PPOSection,
+    "run": RunSection, "data": DataSection, "sft": SFTSection, "embed": EmbedSettings, "generate": GenerateSection,
+    "filter": FilterSettings, "rm": RMSection, "ppo": PPOConfig,
 }
 
 
@@ -132,15 +88,21 @@ class RunConfig:
     run: RunSection
     data: DataSection
     sft: SFTSection
-    embed: EmbedSection
+    embed: EmbedSettings
     generate: GenerateSection
-    filter: FilterSection
+    filter: FilterSettings
     rm: RMSection
-    ppo: PPOSection
+    ppo: PPOConfig
     path: str = ""  # the file it was read from
 
     def to_dict(self) -> dict:
-        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        """The settable values of every section (what the run's hash and a resumed run's diff compare)."""
+        return {name: toml_values(getattr(self, name)) for name in SECTIONS}
+
+    @staticmethod
+    def defaults() -> dict:
+        """to_dict() of a config that sets nothing: what a key missing from an older run's record meant."""
+        return {name: toml_values(cls()) for name, cls in SECTIONS.items()}
 
     @property
     def sha256(self) -> str:
@@ -156,24 +118,6 @@ class RunConfig:
 def _suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_type(where: str, value, hint: str) -> object:
-    """Check a TOML value against a field's annotation ("int", "float", "str", "bool", "list[...]")."""
-    kind = hint.split("[")[0]
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CurateError(f"{where} must be a number, not {value!r}.")
-        return float(value)
-    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-        raise CurateError(f"{where} must be a whole number, not {value!r}.")
-    if kind == "list" and not isinstance(value, list):
-        raise CurateError(f"{where} must be a list, e.g. [\"a\", \"b\"], not {value!r}.")
-    if kind == "str" and not isinstance(value, str):
-        raise CurateError(f"{where} must be a string (in quotes), not {value!r}.")
-    if kind == "bool" and not isinstance(value, bool):
-        raise CurateError(f"{where} must be true or false, not {value!r}.")
-    return value
 
 
 def _locator(path: str, text: str | None) -> Callable[[str, str | None], str]:
@@ -209,12 +153,12 @@ def parse(doc: dict, path: str = "<config>", text: str | None = None) -> RunConf
         table = doc.get(name, {})
         if not isinstance(table, dict):
             raise CurateError(f"{where(name)}: `{name}` must be a [{name}] table.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = toml_settings(cls)
         for key in table:
             if key not in fields:
                 raise CurateError(f"{where(name, key)}: unknown key {key!r} in [{name}]{_suggest(key, list(fields))}; "
                                   f"valid keys: {', '.join(fields)}.")
-        values = {k: _check_type(f"{where(name, k)}: [{name}] {k}", v, fields[k].type) for k, v in table.items()}
+        values = {k: coerce(fields[k], v, f"{where(name, k)}: [{name}] {k}") for k, v in table.items()}
         sections[name] = cls(**values)
     cfg = RunConfig(**sections, path=path)
     if not cfg.run.name:
@@ -237,10 +181,11 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
     if cfg.run.alpha < 1:
         raise bad("[run] alpha", f"must be at least 1 (FRFT iterations); got {cfg.run.alpha}.")
     if not cfg.run.strategies:
-        raise bad("[run] strategies", f"is empty: list one or more of {', '.join(STRATEGIES)}.")
+        raise bad("[run] strategies", f"is empty: list one or more of {', '.join(strategies.names())}.")
     for s in cfg.run.strategies:
-        if s not in STRATEGIES:
-            raise bad("[run] strategies", f"has {s!r}{_suggest(s, list(STRATEGIES))}; valid: {', '.join(STRATEGIES)}.")
+        if s not in strategies.REGISTRY:
+            raise bad("[run] strategies", f"has {s!r}{_suggest(s, strategies.names())}; valid: "
+                      f"{', '.join(strategies.names())}.")
     if len(set(cfg.run.strategies)) != len(cfg.run.strategies):
         raise bad("[run] strategies", "lists a strategy twice (each strategy is one branch).")
     if not cfg.data.sources:
@@ -256,8 +201,6 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
             raise bad(f"[data] sources[{i}]", f"must be a path, hf:ID or \"demo\"; got {src!r}.")
     if not 0 <= cfg.data.sft_fraction < 1:
         raise bad("[data] sft_fraction", f"must be in [0, 1); got {cfg.data.sft_fraction}.")
-    if cfg.filter.aggregate not in AGGREGATES:
-        raise bad("[filter] aggregate", f"must be one of {', '.join(AGGREGATES)}; got {cfg.filter.aggregate!r}.")
     if not 0 < cfg.filter.eps <= 2:
         raise bad("[filter] eps", f"must be in (0, 2]; got {cfg.filter.eps}.")
     for where, value in (("[filter] size", cfg.filter.size), ("[rm] batch_size", cfg.rm.batch_size),
@@ -269,8 +212,6 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
     if cfg.ppo.batch_size % cfg.ppo.mini_batch_size:
         raise bad("[ppo] batch_size", f"{cfg.ppo.batch_size} must be a multiple of mini_batch_size "
                   f"{cfg.ppo.mini_batch_size}.")
-    if cfg.rm.long_rows not in ("drop", "truncate"):
-        raise bad("[rm] long_rows", f"must be \"drop\" or \"truncate\"; got {cfg.rm.long_rows!r}.")
     if not 0 <= cfg.rm.label_smoothing < 0.5:
         raise bad("[rm] label_smoothing", f"must be in [0, 0.5); got {cfg.rm.label_smoothing}.")
     if not 0 < cfg.generate.sample_fraction <= 1:

@@ -1,10 +1,10 @@
 """Supervised fine-tuning on the workspace's `sft` pairs (prompt + chosen) with TRL's SFTTrainer.
 
-    python -m train.sft --model HuggingFaceTB/SmolLM2-135M --output checkpoints/sft -w workspace
-    curate train sft --model DIR --output checkpoints/sft -w workspace
+    python -m curate.train.sft --model smollm2-135m --output checkpoints/sft -w workspace
+    curate train sft --model smollm2-135m --output checkpoints/sft
 
-    from train.sft import SFTRunConfig, train_sft
-    result = train_sft(SFTRunConfig(model="DIR", output="checkpoints/sft", workspace="workspace"))
+    from curate.train.sft import SFTConfig, train_sft
+    result = train_sft(SFTConfig(model="smollm2-135m", output="checkpoints/sft", workspace="workspace"))
 
 FRFT starts from a policy fine-tuned on the half of HH-RLHF given role `sft` at ingest
 (`curate ingest --sft-fraction 0.5`). Rows are TRL's prompt-completion format (the completion is the
@@ -21,33 +21,41 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from curate.errors import CurateError
-
-from .output import check_output, staged_output
+from ..errors import CurateError
+from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
+from .checkpoint import check_output, staged_output, write_record
 
 
 @dataclass
-class SFTRunConfig:
-    model: str  # a causal LM folder (or Hub id)
-    output: str
-    workspace: str | None = None
-    where: str | None = None  # a SQL predicate on pairs, e.g. "split = 'train'" (held-out pairs stay out)
-    learning_rate: float = 2e-5  # TRL SFTConfig's default
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8
-    max_length: int = 1024  # SFTConfig's default
-    seed: int = 0
-    logging_steps: int = 10
-    activation_checkpointing: bool = True  # recompute activations in the backward pass: less memory
-    overwrite: bool = False  # replace an existing output folder (once the new model is complete)
-    quiet: bool = False
+class SFTConfig:
+    model: str = setting("smollm2-135m", "Causal LM to fine-tune: a folder, a Hub id or smollm2-135m (offline).",
+                         metavar="MODEL")
+    output: str = setting("", "Folder for the checkpoint and its curate_train.json.", short="-o", required=True,
+                          toml=False, metavar="DIR")
+    workspace: str | None = setting(None, WORKSPACE_HELP, short="-w", toml=False)
+    split: str | None = setting(None, "Only the sft pairs of this split (e.g. train: held-out pairs stay out).",
+                                toml=False)
+    where: str | None = setting(None, "Only the sft pairs matching this SQL predicate on `pairs`.", toml=False,
+                                metavar="SQL")
+    lr: float = setting(2e-5, "Learning rate.", paper="TRL SFTConfig's default")
+    epochs: float = setting(1.0, "Training epochs.")
+    max_steps: int = setting(-1, "Stop after N steps (-1: use --epochs).")
+    batch_size: int = setting(8, "Rows per device per step.")
+    max_length: int = setting(1024, "Longest sequence in tokens; longer ones are truncated (and counted).",
+                              paper="TRL SFTConfig's default")
+    seed: int = setting(0, "Seed of the shuffling.", toml=False)
+    logging_steps: int = setting(10, "Log the loss every N steps.")
+    activation_checkpointing: bool = setting(True, "Recompute activations in the backward pass: about half the "
+                                             "memory for a little more compute.")
+    overwrite: bool = setting(False, "Replace an existing --output folder (only once the new model is complete).",
+                              flag="--force", toml=False)
+    quiet: bool = setting(False, QUIET_HELP, flag="--quiet", short="-q", toml=False)
 
 
 @dataclass
 class SFTResult:
     output: Path
-    rows: int
+    rows: int  # sft pairs available
     truncated: int
     pad_token_set: bool
     metrics: dict
@@ -56,13 +64,12 @@ class SFTResult:
     messages: list[str] = field(default_factory=list)
 
 
-def train_sft(config: SFTRunConfig) -> SFTResult:
+def train_sft(config: SFTConfig) -> SFTResult:
     """Fine-tune config.model on the sft pairs and save it (with curate_train.json) in config.output."""
     t0 = time.perf_counter()
-    from curate.workspace import utcnow
-
+    from ..models import resolve_policy
+    from ..workspace import utcnow
     from .data import load_sft
-    from .rm import train_versions, write_record
 
     messages: list[str] = []
 
@@ -73,17 +80,18 @@ def train_sft(config: SFTRunConfig) -> SFTResult:
 
     output = check_output(config.output, config.overwrite)
     # data
-    rows = load_sft(config.workspace, config.where)
+    rows = load_sft(config.workspace, config.where, config.split)
 
-    # model
+    # model: a packaged name, a folder or a Hub id, resolved as every command resolves models
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    base = resolve_policy(config.model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
-        model = AutoModelForCausalLM.from_pretrained(config.model)
+        tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
+        model = AutoModelForCausalLM.from_pretrained(str(base.folder))
     except OSError as e:
-        raise CurateError(f"Could not load a causal LM from {config.model!r}: {e}") from None
+        raise CurateError(f"Could not load a causal LM from {config.model!r} ({base.folder}): {e}") from None
     pad_token_set = False
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -104,11 +112,12 @@ def train_sft(config: SFTRunConfig) -> SFTResult:
             "and are truncated (their end is cut)")
 
     # train
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig as TrlSFTConfig
+    from trl import SFTTrainer
 
     with staged_output(output, config.overwrite) as staging:
-        args = SFTConfig(
-            output_dir=str(staging), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
+        args = TrlSFTConfig(
+            output_dir=str(staging), learning_rate=config.lr, num_train_epochs=config.epochs,
             max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
             max_length=config.max_length, seed=config.seed, logging_steps=config.logging_steps, save_strategy="no",
             report_to="none", bf16=False, activation_checkpointing=config.activation_checkpointing,
@@ -124,30 +133,28 @@ def train_sft(config: SFTRunConfig) -> SFTResult:
         # save
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(str(staging))
-        metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step}
-        record = {
+        steps = trainer.state.global_step
+        # rows the optimiser saw (a --max-steps run may see fewer than the pairs available); per device
+        seen = steps * config.batch_size if config.max_steps > 0 else round(len(rows.dataset) * config.epochs)
+        metrics = {"train_loss": out.training_loss, "steps": steps, "rows_seen": seen}
+        record = write_record(staging, {
             "kind": "sft",
             "data": rows.source,
             "base_model": config.model,
+            "base_model_id": base.model_id,
             "config": asdict(config),
-            "counts": {"rows": len(rows.dataset), "truncated": truncated},
+            "counts": {"rows": len(rows.dataset), "truncated": truncated, "rows_seen": seen},
             "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id, "set_to_eos": pad_token_set},
             "metrics": metrics,
-            "versions": train_versions(),
             "started_at": started,
             "finished_at": utcnow(),
-        }
-        write_record(staging, record)
+        })
     return SFTResult(output, len(rows.dataset), truncated, pad_token_set, metrics, record,
                      time.perf_counter() - t0, messages)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m train.sft`: the same options as `curate train sft`."""
-    from curate.commands.train import sft
-
-    sft.main(args=argv, prog_name="python -m train.sft", standalone_mode=True)
-
+main = script(SFTConfig, lambda config: str(train_sft(config).output), "python -m curate.train.sft",
+              "Fine-tune a causal LM on the sft pairs.")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Training data for the trainers: preference rows (prompt, chosen, rejected[, margin]) and SFT rows.
 
-    from train.data import load_preferences, load_sft, load_eval_pairs
+    from curate.train.data import load_preferences, load_sft, load_eval_pairs
     prefs = load_preferences(workspace="workspace", subset="frft-split-even-it1")   # a curate subset
     prefs = load_preferences(data="datasets_out/frft-split-even-it1")               # an exported folder
     prefs.dataset        # datasets.Dataset: prompt, chosen, rejected (+ margin, pair_id when present)
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curate.errors import CurateError
+from ..errors import CurateError
+from ..fingerprint import sha256_file
+from ..workspace import Workspace
 
 if TYPE_CHECKING:
     import datasets
@@ -50,14 +52,6 @@ class Rows:
     source: dict = field(default_factory=dict)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_preferences(workspace: str | os.PathLike | None = None, subset: str | None = None,
                      data: str | os.PathLike | None = None) -> Rows:
     """Preference rows from a workspace subset (by name or subset_id) or from an exported folder/parquet/jsonl."""
@@ -72,11 +66,10 @@ def load_preferences(workspace: str | os.PathLike | None = None, subset: str | N
 def _from_subset(workspace, subset: str) -> Rows:
     import datasets
 
-    from curate.export import _read_subset
-    from curate.workspace import Workspace
+    from ..subsets import read_rows
 
     ws = Workspace(workspace).require()
-    table, row, _ = _read_subset(ws, subset)
+    table, row = read_rows(ws, subset)
     if table.num_rows == 0:
         raise CurateError(EMPTY_SUBSET_FIX.format(name=row["name"], subset_id=row["subset_id"]))
     manifest = ws.manifests_dir / f"filter-{row['subset_id']}.json"
@@ -134,57 +127,63 @@ def _from_path(path: Path) -> Rows:
 
 
 def _query_rows(workspace, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple], Path]:
-    from curate.workspace import Workspace
-
     ws = Workspace(workspace).require()
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         cur = con.execute(sql, params or {})
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall(), ws.root
-    finally:
-        con.close()
 
 
-def load_sft(workspace: str | os.PathLike | None = None, where: str | None = None) -> Rows:
-    """The `sft` role pairs (those matching `where` too, e.g. "split = 'train'") as prompt + completion (the chosen
-    response): the transcript is prompt + chosen."""
+def _predicate(where: str | None) -> str:
+    """A user's own SQL predicate on `pairs` (typed values are bound as parameters, never formatted in)."""
+    return f" and ({where})" if where else ""
+
+
+def load_sft(workspace: str | os.PathLike | None = None, where: str | None = None, split: str | None = None) -> Rows:
+    """The `sft` role pairs (of `split`, and matching `where`, a user's SQL predicate on pairs) as prompt +
+    completion (the chosen response): the transcript is prompt + chosen."""
     import datasets
 
-    predicate = f" and ({where})" if where else ""
     cols, rows, root = _query_rows(
-        workspace, f"select pair_id, prompt, chosen as completion from pairs where role = 'sft'{predicate} "
-                   "order by pair_id")
+        workspace, "select pair_id, prompt, chosen as completion from pairs where role = 'sft' "
+                   f"and ($split is null or split = $split){_predicate(where)} order by pair_id", {"split": split})
     if not rows:
-        if where:
-            raise CurateError(f"No pairs with role 'sft' match {where!r} in {root}.")
+        if where or split:
+            what = " and ".join(x for x in (f"split {split!r}" if split else "", repr(where) if where else "") if x)
+            raise CurateError(f"No pairs with role 'sft' match {what} in {root}.")
         raise CurateError(NO_SFT_FIX.format(root=root))
     ds = datasets.Dataset.from_dict({c: [r[i] for r in rows] for i, c in enumerate(cols)})
     ids = "\n".join(r[0] for r in rows).encode()
-    return Rows(ds, {"kind": "sft_pairs", "workspace": str(root), "rows": len(rows), "where": where,
+    return Rows(ds, {"kind": "sft_pairs", "workspace": str(root), "rows": len(rows), "split": split, "where": where,
                      "pair_ids_sha256": hashlib.sha256(ids).hexdigest()})
 
 
 def load_eval_pairs(workspace: str | os.PathLike | None = None, where: str | None = None,
-                    subset: str | None = None) -> Rows:
-    """Held-out pairs: by default those with split = 'test'; or a SQL predicate on `pairs`; or a subset's pairs."""
+                    subset: str | None = None, split: str | None = None, limit: int | None = None) -> Rows:
+    """Held-out pairs: those of `split` (default 'test' when neither split nor where is given) and matching
+    `where` (a SQL predicate on pairs), the first `limit` by pair_id; or a subset's pairs."""
     import datasets
 
-    if where is not None and subset is not None:
-        raise CurateError("Give --where or --subset, not both.")
+    if subset is not None and (where is not None or split is not None):
+        raise CurateError("Give --where/--split or --subset, not both.")
     if subset is not None:
         rows = load_preferences(workspace, subset=subset)
         return Rows(rows.dataset, {**rows.source, "selection": f"subset {subset}"})
-    predicate = where if where is not None else "split = 'test'"
+    if split is None and where is None:
+        split = "test"
     try:
         cols, rows, root = _query_rows(
-            workspace, f"select pair_id, prompt, chosen, rejected from pairs where ({predicate}) order by pair_id")
+            workspace, "select pair_id, prompt, chosen, rejected from pairs where ($split is null or split = $split)"
+                       f"{_predicate(where)} order by pair_id limit $limit",
+            {"split": split, "limit": limit if limit else None})
     except CurateError:
         raise
     except Exception as e:  # noqa: BLE001 - a DuckDB error in the user's predicate
-        raise CurateError(f"--where {predicate!r}: {str(e).splitlines()[0]}") from None
+        raise CurateError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
+    described = " and ".join(x for x in (f"split = {split!r}" if split else "", where or "") if x)
     if not rows:
-        raise CurateError(f"No pairs match {predicate!r} in the workspace: nothing to evaluate on. Pick held-out "
-                          "pairs with --where (e.g. --where \"split = 'test'\") or --subset NAME.")
+        raise CurateError(f"No pairs match {described!r} in the workspace: nothing to evaluate on. Pick held-out "
+                          "pairs with --split (e.g. --split test), --where or --subset NAME.")
     ds = datasets.Dataset.from_dict({c: [r[i] for r in rows] for i, c in enumerate(cols)})
-    return Rows(ds, {"kind": "pairs", "workspace": str(root), "where": predicate, "rows": len(rows)})
+    return Rows(ds, {"kind": "pairs", "workspace": str(root), "where": described, "split": split, "limit": limit,
+                     "rows": len(rows)})

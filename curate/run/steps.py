@@ -1,0 +1,202 @@
+"""The steps of `curate run`: each calls one library function with the config's settings and returns the outputs
+its `runs` row records (what it made, counts, and the throughput the cost estimate learns from).
+
+Values reach the library as typed arguments (split=, limit=, a config dataclass); the only SQL text passed on is
+the user's own [data] where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+
+from ..errors import CurateError
+from ..workspace import Workspace
+from .config import RunConfig
+from .layout import Layout
+
+
+class Steps:
+    def __init__(self, cfg: RunConfig, ws: Workspace, layout: Layout, *, quiet: bool,
+                 echo: Callable[[str], None], redo: Callable[[], bool]):
+        self.cfg, self.ws, self.at, self.quiet, self.echo = cfg, ws, layout, quiet, echo
+        self.redo = redo  # whether the step running now replaces a finished one
+
+    def _embedder(self) -> str | None:
+        return None if self.cfg.embed.model == "default" else self.cfg.embed.model
+
+    def _prompt_selection(self) -> dict:
+        g, d = self.cfg.generate, self.cfg.data
+        return {"split": d.split, "where": d.where or None, "limit": g.limit or None,
+                "fraction": g.sample_fraction if g.sample_fraction < 1 else None}
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def ingest(self) -> dict:
+        from ..demo_data import demo_sources
+        from ..ingest import ingest
+
+        groups: list[tuple[list[str], dict]] = []
+        for src in self.cfg.data.sources:
+            if src == "demo":
+                groups.append(([str(p) for p in demo_sources()], {}))
+            elif isinstance(src, dict):
+                groups.append(([src["path"]], {k: src.get(k) for k in ("subset", "split", "revision")}))
+            else:
+                groups.append(([src], {}))
+        added = read = rejected = 0
+        ids = []
+        for inputs, opts in groups:
+            r = ingest(self.ws, inputs, sft_fraction=self.cfg.data.sft_fraction, seed=self.cfg.run.seed, **opts)
+            added, read, rejected = added + r.added, read + r.read, rejected + sum(r.rejected.values())
+            ids.append(r.ingest_id)
+        with self.ws.connect() as con:
+            roles = dict(con.execute("select role, count(*) from pairs where split = $s group by 1",
+                                     {"s": self.cfg.data.split}).fetchall())
+        if not roles.get("pref"):
+            raise CurateError(f"No pref pairs with split {self.cfg.data.split!r} after ingest: check [data] sources "
+                              "and split.")
+        return {"read": read, "added": added, "rejected": rejected, "ingest_ids": ids, "pairs_by_role": roles}
+
+    # -- the policy ---------------------------------------------------------------------------------------
+    def sft_given(self) -> dict:
+        from ..models import resolve_policy
+
+        ref = resolve_policy(self.cfg.sft.checkpoint)
+        return {"checkpoint": str(ref.folder), "policy_id": ref.model_id, "trained": False}
+
+    def sft(self) -> dict:
+        from ..models import resolve_policy
+        from ..train import sft
+
+        c = self.cfg.sft
+        base = resolve_policy(c.model)  # a Hub id or the packaged default -> a local folder
+        r = sft.train_sft(dataclasses.replace(
+            c, model=str(base.folder), output=str(self.at.sft_path()), workspace=str(self.ws.root),
+            split=self.cfg.data.split, where=None, seed=self.cfg.run.seed, overwrite=True, quiet=self.quiet))
+        return {"checkpoint": str(r.output), "base": base.model_id, "rows": r.rows, "truncated": r.truncated,
+                "train_loss": r.metrics["train_loss"], "steps": r.metrics["steps"],
+                "throughput": {"sft_rows_per_s": r.metrics["steps"] * c.batch_size / max(r.seconds, 1e-9)}}
+
+    def generate(self, strategy: str | None, k: int) -> dict:
+        from ..generate import generate
+        from ..progress import generation_progress
+
+        g = self.cfg.generate
+        params = dataclasses.replace(g.sampling(), seed=self.cfg.run.seed + k)
+        policy = self.at.policy_for(strategy, k)
+        sel = self._prompt_selection()
+        with generation_progress(self.quiet) as progress:
+            r = generate(self.ws, str(policy), iteration=k, branch=self.at.sampling_branch(strategy), params=params,
+                         backend=g.backend, overwrite=self.redo(),  # a finished step run again: samples replaced
+                         dtype=g.dtype, batch_size=g.batch_size, where=sel["where"], split=sel["split"],
+                         limit=sel["limit"], sample_fraction=sel["fraction"], progress=progress)
+        out = {"policy": r.policy, "policy_path": str(policy), "prompts": r.prompts, "rows": r.rows,
+               "generated_prompts": r.generated_prompts, "new_tokens": r.new_tokens, "truncated": r.truncated}
+        if r.generated_prompts and r.generate_seconds:
+            out["throughput"] = {"generate_tokens_per_s": r.new_tokens / r.generate_seconds}
+        return out
+
+    # -- selection ----------------------------------------------------------------------------------------
+    def embed(self) -> dict:
+        from ..embedding import embed
+        from ..progress import count_progress
+
+        e = self.cfg.embed
+        with count_progress(self.quiet, "embedding", "texts") as progress:
+            r = embed(self.ws, self._embedder(), backend=e.backend, batch_size=e.batch_size, progress=progress)
+        out = {"model_id": r.model_id, "distinct_texts": r.distinct_texts, "cached": r.cached, "embedded": r.embedded}
+        if r.embedded and r.seconds:
+            out["throughput"] = {"embed_texts_per_s": r.embedded / r.seconds}
+        return out
+
+    def score(self, branch: str, k: int) -> dict:
+        from ..score import score
+
+        r = score(self.ws, k, branch, self._embedder())
+        return {"branch": branch, "model_id": r.model_id, "pairs": r.pairs, "samples": r.samples}
+
+    def filter(self, strategy: str, k: int) -> dict:
+        from .. import strategies
+        from ..filters import run_filter
+
+        f = self.cfg.filter
+        r = run_filter(self.ws, strategy, eps=f.eps, size=f.size, iteration=k, branch=self.at.data_branch(strategy, k),
+                       aggregate=f.aggregate, distinct=f.distinct and strategies.get(strategy).halves,
+                       name=self.at.subset_name(strategy, k))
+        if r.rows == 0:
+            raise CurateError(f"The {strategy} filter of iteration {k} kept no pairs at eps {f.eps}: no pair is "
+                              f"similar enough to the policy's responses. Raise [filter] eps (the floor is 1 - eps).")
+        if r.rows < f.size:
+            self.echo(f"      {strategy}: {r.rows} pairs pass the floor 1 - {f.eps}, fewer than size {f.size}")
+        return {"subset": r.name, "subset_id": r.subset_id, "rows": r.rows, "distinct_pairs": r.distinct_pairs,
+                "manifest": r.manifest}
+
+    # -- training -----------------------------------------------------------------------------------------
+    def rm(self, strategy: str, k: int) -> dict:
+        from ..train import evaluate, rm
+
+        c = self.cfg.rm
+        config = dataclasses.replace(c, base=str(self.at.rm_base(strategy, k)), output=str(self.at.rm_path(strategy, k)),
+                                     subset=self.at.subset_name(strategy, k), workspace=str(self.ws.root), data=None,
+                                     seed=self.cfg.run.seed, overwrite=True, quiet=self.quiet)
+        r = rm.train_rm(config)
+        out = {"checkpoint": str(r.output), "subset": config.subset, "trained_rows": r.trained_rows,
+               "dropped_long": r.dropped_long, "train_loss": r.metrics["train_loss"],
+               "throughput": {"rm_pairs_per_s": r.trained_rows * c.epochs / max(r.seconds, 1e-9)}}
+        if self.cfg.data.eval_split:
+            ev = evaluate.evaluate_rm(r.output, str(self.ws.root), split=self.cfg.data.eval_split,
+                                      limit=c.eval_pairs or None, max_length=c.max_length)
+            out.update(eval_pairs=ev["pairs"], eval_accuracy=ev["accuracy"], eval_margin=ev["mean_margin"])
+        return out
+
+    def ppo(self, strategy: str, k: int) -> dict:
+        from ..generate import select_prompts
+        from ..train import ppo
+
+        p, sel = self.cfg.ppo, self._prompt_selection()
+        prompts = [x.text for x in select_prompts(self.ws, sel["where"], sel["limit"], sel["fraction"],
+                                                  self.cfg.run.seed, sel["split"])]
+        out_dir = self.at.ppo_path(strategy, k)
+        if self.redo():  # a finished step run again starts over (an interrupted one resumes from its checkpoint)
+            shutil.rmtree(out_dir, ignore_errors=True)
+        config = dataclasses.replace(p, policy=str(self.at.policy_for(strategy, k)),
+                                     reward=str(self.at.rm_path(strategy, k)), reference=str(self.at.sft_path()),
+                                     output=str(out_dir), seed=self.cfg.run.seed + k, quiet=self.quiet)
+        t0 = time.perf_counter()
+        r = ppo.train_ppo(config, prompts=prompts)
+        last = r.history[-1] if r.history else {}
+        trained = [h for h in r.history if "seconds" in h]
+        per_step = sum(h["seconds"] for h in trained) / len(trained) if trained else None
+        out = {"checkpoint": str(r.output), "steps": r.step, "prompts": len(prompts),
+               "reward_last": last.get("reward"), "kl_last": last.get("kl"),
+               "seconds_total": round(time.perf_counter() - t0, 3)}
+        if per_step:
+            out["throughput"] = {"ppo_prompts_per_s": p.batch_size / per_step}
+        return out
+
+    # -- the report ---------------------------------------------------------------------------------------
+    def report(self) -> dict:
+        from .. import report
+        from ..atomic import staged_file
+
+        cfg, at = self.cfg, self.at
+        out: dict = {}
+        folder = self.ws.root / "reports" / at.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        names = [at.subset_name(s, k) for k in range(1, cfg.run.alpha + 1) for s in cfg.run.strategies]
+        if cfg.run.alpha >= 2:
+            df = report.intersect(self.ws, strategies=cfg.run.strategies, names=names)
+            with staged_file(folder / "intersect.csv") as tmp:
+                df.write_csv(tmp)
+            out["intersect"] = str(folder / "intersect.csv")
+            out["intersect_rows"] = df.to_dicts()
+            out["intersect_png"] = str(report.intersect_heatmap(df, folder / "intersect.png"))
+        branches = [at.shared] + [at.branch(s) for s in cfg.run.strategies]
+        c = report.cdf(self.ws, branch=branches, eps=cfg.filter.eps, aggregate=cfg.filter.aggregate,
+                       output=folder / "cdf.png")
+        out["cdf"] = str(c.path)
+        out["html"] = str(report.html_report(self.ws, folder / "report.html", eps=cfg.filter.eps))
+        out["subsets"] = names
+        return out

@@ -1,0 +1,55 @@
+"""Checkpoint folders that are never half-written, and the record each trainer leaves beside its model.
+
+A trainer writes into a temporary sibling folder, renamed into place only when the model and its record are
+complete (curate.atomic.staged_dir). An existing checkpoint is kept unless the caller asked to replace it
+(`--force`), and then it is replaced only once the new one is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..atomic import staged_dir
+from ..errors import CurateError
+from ..provenance import TRAIN_PACKAGES, versions
+
+RECORD_FILE = "curate_train.json"
+
+
+def _refuse(out: Path) -> CurateError:
+    return CurateError(f"--output {out} already exists and is not empty: give another folder, or --force to "
+                       "replace it (the old one is kept until the new model is complete).")
+
+
+def check_output(output: str | os.PathLike, overwrite: bool) -> Path:
+    """The output folder, refusing one that already holds something unless overwrite."""
+    if not str(output):
+        raise CurateError("--output is required: the folder to write the model into.")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"--output {out} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise _refuse(out)
+    return out
+
+
+@contextmanager
+def staged_output(output: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary folder to write the checkpoint into; on success it replaces `output`."""
+    out = check_output(output, overwrite)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder (made by hand, or by a run that failed) holds nothing to keep
+    with staged_dir(out, replace=overwrite, refuse=_refuse) as tmp:
+        yield tmp
+
+
+def write_record(folder: Path, record: dict) -> dict:
+    """Write curate_train.json (what went in: data, base model, config; what came out; the package versions)
+    into `folder` and return what it holds."""
+    record = {**record, "versions": versions(TRAIN_PACKAGES)}
+    (Path(folder) / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    return record

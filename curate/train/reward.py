@@ -1,0 +1,73 @@
+"""Reward models: load one, and score prompt + response texts with it, the same way everywhere.
+
+The reward model is a sequence classifier with one label (AutoModelForSequenceClassification). It is trained on
+prompt + response + eos (TRL's RewardTrainer) and scored on exactly that text, keeping the last max_length
+tokens (the prompt is cut from the left), in `curate eval rm`, in PPO's reward and in the RM trainer's base.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import CurateError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def load_reward_model(spec: str | os.PathLike, kind: str = "rm-base", device=None):
+    """(model, tokenizer, pad_token_set) for a reward model, or a base to train one from (kind rm-base: a causal
+    LM gets a fresh one-label head). spec: a folder, a Hub id, or smollm2-135m (resolved by curate.models)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..models import resolve_model
+
+    ref = resolve_model(str(spec), kind=kind)
+    folder = str(ref.folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as e:  # no tokenizer files, or ones transformers cannot read
+        raise CurateError(f"{spec} has no usable tokenizer ({type(e).__name__}: {' '.join(str(e).split())[:200]}). "
+                          "Save the base model's tokenizer into that folder (tokenizer.save_pretrained(...)) "
+                          "and run again.") from None
+    pad_token_set = False
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise CurateError(f"The tokenizer of {spec} has neither a pad nor an eos token; a reward model needs one "
+                              f"to find each row's last token. Set pad_token in {ref.folder / 'tokenizer_config.json'}.")
+        tokenizer.pad_token = tokenizer.eos_token
+        pad_token_set = True
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    # a sequence-classification head scores the last non-pad token, which it finds by config.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if device is not None:
+        model = model.to(device)
+    return model, tokenizer, pad_token_set
+
+
+def token_ids(tokenizer, prompt: str, response: str, max_length: int | None) -> list[int]:
+    """prompt + response + eos as the RM trainer tokenizes it; longer ones keep their last max_length tokens."""
+    eos = tokenizer.eos_token or ""
+    text = prompt + response
+    ids = tokenizer(text if text.endswith(eos) else text + eos)["input_ids"]
+    return ids[-max_length:] if max_length is not None and len(ids) > max_length else ids
+
+
+def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 8,
+          max_length: int | None = 1024) -> "torch.Tensor":
+    """The reward of each prompt + response (float32, on the CPU), in batches padded on the right."""
+    import torch
+
+    pad = tokenizer.pad_token_id
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            seqs = [token_ids(tokenizer, p, r, max_length)
+                    for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size],
+                                    strict=True)]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=model.device)
+            out.append(model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)

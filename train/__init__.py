@@ -1,1 +1,0 @@
-"""Thin trainers (SFT, reward model, PPO) that read subsets from a curate workspace."""
