@@ -17,7 +17,16 @@ import pytest
 from curate.errors import CurateError
 from curate.filters import run_filter
 from curate.ingest import ingest
-from curate.report import INTERSECT_COLUMNS, cdf, intersect, load_similarities, similarity_stats
+from curate.report import (
+    INTERSECT_COLUMNS,
+    cdf,
+    cdf_figure,
+    histogram_figure,
+    html_report,
+    intersect,
+    load_similarities,
+    similarity_stats,
+)
 from curate.workspace import Workspace
 
 from .conftest import hh_row, query, write_jsonl
@@ -264,3 +273,55 @@ def test_html_report_of_a_fresh_workspace_says_what_to_run(cli, filled_ws, tmp_p
     text = out.read_text(encoding="utf-8")
     assert "data:image/png;base64," not in text
     assert "Nothing is scored yet" in text and "curate filter --strategy" in text
+
+
+# -- html: the floor is the subsets' own ----------------------------------------------------------------
+def html_text(ws: Workspace, **kw) -> str:
+    return html_report(ws, ws.root / "reports" / "report.html", **kw).read_text(encoding="utf-8")
+
+
+def test_html_floor_is_the_eps_the_subsets_were_made_with(tmp_path):
+    """Subsets cut at eps 0.6 (floor 0.4): the page marks 0.4, never the default 0.8."""
+    ws = build(tmp_path / "ws", tmp_path)
+    run_filter(ws, "overall", eps=0.6, size=4, iteration=1, branch="main")
+    run_filter(ws, "split-even", eps=0.6, size=4, iteration=1, branch="main")
+    text = html_text(ws)
+    assert ("above_floor is the share of pairs with a similarity above the floor 1 - eps = 0.4 "
+            "(eps 0.6: the eps of 2 subsets)") in text
+    assert "histograms per iteration; floor 1 - eps = 0.4" in text  # the figures' floor lines, in their alt text
+    assert "distribution of pos_sim and neg_sim; floor 1 - eps = 0.4" in text
+    assert "= 0.8" not in text and "eps 0.2" not in text and "assumes eps" not in text
+    # --eps still forces one floor
+    r = html_text(ws, eps=0.2)
+    assert "above the floor 1 - eps = 0.8 (eps 0.2: as asked)" in r and "= 0.4" not in r
+
+
+def test_html_subsets_at_two_eps_give_both_floors(tmp_path):
+    ws = build(tmp_path / "ws", tmp_path)
+    run_filter(ws, "overall", eps=0.6, size=4, iteration=1, branch="main")
+    run_filter(ws, "split-even", eps=0.2, size=4, iteration=1, branch="main")
+    text = html_text(ws)
+    assert ("above_0.4 is the share of pairs with a similarity above the floor 1 - eps = 0.4 (eps 0.6: the eps "
+            "of 1 subset); above_0.8 is the share of pairs with a similarity above the floor 1 - eps = 0.8 "
+            "(eps 0.2: the eps of 1 subset)") in text
+    assert "<th>above_0.4</th><th>above_0.8</th>" in text and "<th>above_floor</th>" not in text
+    assert text.count("floor 1 - eps = 0.4, 0.8") == 2  # the histograms' and the CDF's alt text
+
+    sims = load_similarities(ws, eps=[0.6, 0.2])
+    stats = similarity_stats(sims).filter(iteration=1, measure="pos_sim")
+    assert stats.select("above_0.4", "above_0.8").row(0) == pytest.approx((1.0, 0.5))  # 0.5 and 0.6 > 0.4 only
+    floors = ["floor 1 - eps = 0.4", "floor 1 - eps = 0.8"]
+    for fig in (cdf_figure(sims), histogram_figure(sims)):
+        lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("floor")]
+        assert [ln.get_label() for ln in lines] == floors
+        assert [ln.get_xdata()[0] for ln in lines] == [0.4, 0.8]
+        assert len({ln.get_linestyle() for ln in lines}) == 2  # told apart by their dashes
+
+
+def test_html_without_subsets_says_which_eps_it_assumes(cli, tmp_path):
+    ws = build(tmp_path / "ws", tmp_path)
+    r = cli("report", "html", "-w", ws.root)
+    assert r.exit_code == 0, r.output
+    text = (ws.root / "reports" / "report.html").read_text(encoding="utf-8")
+    assert "No subsets yet: the floor drawn assumes eps 0.2." in text
+    assert "above the floor 1 - eps = 0.8 (eps 0.2: assumed)" in text

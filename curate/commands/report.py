@@ -104,13 +104,16 @@ def cdf(workspace, iterations, branch, eps, aggregate, model, output):
 @workspace_option
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="HTML file (default: <workspace>/reports/report.html).")
-@click.option("--eps", type=float, default=0.2, show_default=True,
-              help="Similarity floor 1 - eps drawn in the figures and used for the above_floor shares.")
+@click.option("--eps", type=float, default=None,
+              help="Similarity floor 1 - eps drawn in the figures and used for the above_floor shares "
+                   "(default: the eps the subsets were made with, one floor per distinct eps; 0.2 when no "
+                   "subset says).")
 def html(workspace, output, eps):
     """One self-contained HTML report, readable offline.
 
     Run summary (tables, steps), subset sizes, similarity histograms and CDF, the overlap
     across iterations, and the top rows of every subset; figures are inlined as PNG data.
+    The floors 1 - eps are those the subsets were cut at, unless --eps gives one.
     """
     from ..report import html_report
     from ..workspace import Workspace
