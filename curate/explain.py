@@ -21,8 +21,7 @@ NO_LIMIT = 2**30  # "no size limit" that still leaves room for ($size + 1) // 2 
 def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
 
     ws.require()
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         sub = subset_row(con, subset)
         pid = resolve_pair_id(con, pair_id)
         params = json.loads(sub["params"])
@@ -67,8 +66,6 @@ def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
         if "size" in bound:
             bound["size"] = NO_LIMIT
         full = query_frame(con, m["sql"], bound)
-    finally:
-        con.close()
     out["reason"] = _why_out(full, pid, sub["strategy"], params, p, q, m.get("header", {}))
     return out
 

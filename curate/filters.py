@@ -204,8 +204,7 @@ def run_filter(
 
     # the lock and transaction cover the whole step: a filter that fails leaves nothing behind
     with ws.lock("curate filter"), ws.transaction("curate filter") as tx:
-        con = ws.connect()
-        try:
+        with ws.connect() as con:  # closed before the commit, which rewrites the catalog this connection has open
             model_id = pick_model_id(con, branch, iteration, model)
             values = {"eps": float(eps), "size": int(size), "iteration": int(iteration), "branch": branch,
                       "model_id": model_id, "aggregate": aggregate, "distinct": bool(distinct), **user_params}
@@ -256,8 +255,6 @@ def run_filter(
                      "iteration": iteration, "params": json.dumps(params, sort_keys=True), "sha": flt.sha256,
                      "counts": json.dumps(counts, sort_keys=True), "created": created.replace("Z", "")},
                     key=name)
-        finally:
-            con.close()  # before the commit, which rewrites the catalog this connection has open
     from .provenance import versions
 
     manifest = ws.write_manifest("filter", subset_id, {

@@ -223,13 +223,10 @@ def import_generations(
 
 def generation_counts(ws: Workspace) -> list[dict]:
     """Generations per (branch, iteration, policy): rows, distinct pairs, most samples per pair."""
-    con = ws.require().connect()
-    try:
+    with ws.require().connect() as con:
         cur = con.execute(LIST_SQL)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
-    finally:
-        con.close()
 
 
 # -- reading ------------------------------------------------------------------------------------

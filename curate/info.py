@@ -8,8 +8,7 @@ from .workspace import Workspace
 
 def summary(ws: Workspace) -> dict:
     ws.require()
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
         tables = {t: q(f'SELECT count(*) FROM "{t}"')[0][0] for t in TABLES}
         return {
@@ -26,5 +25,3 @@ def summary(ws: Workspace) -> dict:
             ],
             "ingests": len(list(ws.manifests_dir.glob("ingest-*.json"))),
         }
-    finally:
-        con.close()

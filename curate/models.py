@@ -49,11 +49,12 @@ NOT_REWARD_FIX = ("--reward needs a reward model: a sequence-classification chec
 NOT_BASE_FIX = ("--base needs a causal LM (an SFT checkpoint, smollm2-135m) or a previous reward model "
                 "(`curate train rm`)")
 
-# what each kind of model must be, and how a message names it
+# what each kind of model must be, how a message names it, and what to use offline
 KINDS = {
-    "causal-lm": ("policy model", NOT_CAUSAL_FIX),
-    "reward": ("reward model", NOT_REWARD_FIX),
-    "rm-base": ("base model", NOT_BASE_FIX),
+    "causal-lm": ("policy model", NOT_CAUSAL_FIX, OFFLINE_FIX),
+    "reward": ("reward model", NOT_REWARD_FIX, "Offline, give a local folder: a reward model from `curate train rm`."),
+    "rm-base": ("base model", NOT_BASE_FIX,
+                "Offline, use --base smollm2-135m (the packaged SmolLM2-135M-Instruct) or a local model folder."),
 }
 
 # What a transformers causal LM needs, and nothing else: configs, tokenizer files, safetensors weights.
@@ -101,7 +102,7 @@ def resolve_model(spec: str | None, revision: str | None = None, kind: str = "ca
     kind: causal-lm (a policy), reward (a sequence classifier with one label) or rm-base (either: a reward
     model starts from an SFT checkpoint, or FRFT's next iteration from the previous reward model).
     """
-    noun = KINDS[kind][0]
+    noun, _, offline = KINDS[kind]
     spec = (spec or "default").strip()
     if spec.lower() in DEFAULT_ALIASES:
         if kind == "reward":
@@ -113,7 +114,7 @@ def resolve_model(spec: str | None, revision: str | None = None, kind: str = "ca
         _check_kind(folder, str(path), kind)
         return _identify(ModelRef(str(folder), folder, "local", None))
     if _looks_like_path(spec):
-        raise CurateError(f"{noun.capitalize()} path {spec} does not exist. {OFFLINE_FIX}")
+        raise CurateError(f"{noun.capitalize()} path {spec} does not exist. {offline}")
     return _resolve_hub(spec, revision, kind)
 
 
@@ -129,7 +130,7 @@ def _looks_like_path(spec: str) -> bool:
 
 def _check_kind(folder: Path, shown: str, kind: str) -> None:
     """Refuse a folder that is not a transformers model of `kind` (read from its config, no weights loaded)."""
-    noun, fix = KINDS[kind]
+    noun, fix, _ = KINDS[kind]
     if not folder.is_dir():
         raise CurateError(f"{noun.capitalize()} path {shown} is not a folder; give a model folder, a Hub id or "
                           f"smollm2-135m.")
@@ -176,12 +177,12 @@ def _is_reward_model(config) -> bool:
 
 
 def _resolve_hub(spec: str, revision: str | None, kind: str) -> ModelRef:
-    noun = KINDS[kind][0]
+    noun, _, offline = KINDS[kind]
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise CurateError(f"Loading a {noun} by Hub id needs huggingface_hub (pip install 'curate[hub]'). "
-                          f"{OFFLINE_FIX}") from None
+                          f"{offline}") from None
     try:
         folder = Path(snapshot_download(spec, revision=revision, allow_patterns=HUB_ALLOW, ignore_patterns=HUB_IGNORE))
         if not any(folder.glob("*.safetensors")):  # an older repo with PyTorch pickles only
@@ -191,7 +192,7 @@ def _resolve_hub(spec: str, revision: str | None, kind: str) -> ModelRef:
         raise CurateError(
             f"Could not load {noun} {spec!r} (revision {revision or 'main'}) from the Hugging Face Hub or its "
             f"local cache, and there is no local folder of that name: {type(e).__name__}: {' '.join(str(e).split())} "
-            f"{OFFLINE_FIX}"
+            f"{offline}"
         ) from None
     _check_kind(folder, spec, kind)
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision

@@ -16,14 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CurateError
-from .workspace import Workspace, atomic_write_text, file_key, query_frame, utcnow
+from .atomic import staged_file, write_text
+from .workspace import Workspace, file_key, query_frame, utcnow
 
 if TYPE_CHECKING:
     import numpy as np
@@ -142,13 +142,11 @@ def _build(ws: Workspace, model_id: str, kind: str, fp: str, t0: float) -> Index
     stem = fp[:16]
     meta["index_file"], meta["ids_file"] = f"index-{stem}-{kind}.faiss", f"ids-{stem}.parquet"
     # each file is written under a temporary name and renamed; meta.json, written last, is the commit
-    tmp = folder / f".{meta['index_file']}.{os.getpid()}.tmp"
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, folder / meta["index_file"])
-    tmp = folder / f".{meta['ids_file']}.{os.getpid()}.tmp"
-    df.select("text_hash").write_parquet(tmp)
-    os.replace(tmp, folder / meta["ids_file"])
-    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2))
+    with staged_file(folder / meta["index_file"]) as tmp:
+        faiss.write_index(index, str(tmp))
+    with staged_file(folder / meta["ids_file"]) as tmp:
+        df.select("text_hash").write_parquet(tmp)
+    write_text(folder / "meta.json", json.dumps(meta, indent=2))
     for old in folder.iterdir():
         if old.name not in (meta["index_file"], meta["ids_file"], "meta.json") and not old.name.startswith("."):
             old.unlink(missing_ok=True)
@@ -159,13 +157,10 @@ def _build(ws: Workspace, model_id: str, kind: str, fp: str, t0: float) -> Index
 def stored_vector(ws: Workspace, model_id: str, text_hash: str) -> "np.ndarray | None":
     import numpy as np
 
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         rows = con.execute(
             "select vector from embeddings where model_id = $m and text_hash = $h limit 1", {"m": model_id, "h": text_hash}
         ).fetchall()
-    finally:
-        con.close()
     return np.asarray(rows[0][0], dtype=np.float32) if rows else None
 
 
@@ -175,8 +170,7 @@ def pair_text(ws: Workspace, pair_id: str, role: str, branch: str, iteration: in
         raise CurateError(f"--role {role!r}: expected one of {', '.join(ROLES)}.")
     from .lookup import resolve_pair_id
 
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         full = resolve_pair_id(con, pair_id)
         if role == "generation":
             sql = ("select text, iteration from generations where pair_id = $p and branch = $b and sample = $s"
@@ -189,8 +183,6 @@ def pair_text(ws: Workspace, pair_id: str, role: str, branch: str, iteration: in
             return full, rows[0][0]
         text = con.execute(f"select {role} from pairs where pair_id = $p", {"p": full}).fetchall()[0][0]
         return full, text
-    finally:
-        con.close()
 
 
 def embed_query(ws: Workspace, model_id: str, model: str | None, text: str) -> "np.ndarray":
@@ -274,10 +266,7 @@ def neighbors(
         vec = embed_query(ws, model_id, model, text)
     index = load_index(ws, model_id, index_kind, on_build)
     hits = search(index, vec, k, exclude)
-    con = ws.connect()
-    try:
+    with ws.connect() as con:
         con.register("hits_frame", hits.to_arrow())
         out = query_frame(con, OCCURRENCES_SQL, {"max_pairs": max_pairs})
-    finally:
-        con.close()
     return out, index

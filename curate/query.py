@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .atomic import staged_file
 from .errors import READ_ONLY_FIX, CurateError, QueryError
 from .workspace import Workspace
 
@@ -143,11 +144,8 @@ def write_result(res: Result, fmt: str, out: IO[str] | None, output: Path | None
             raise CurateError("--format parquet needs --output FILE.")
         return _write_parquet(res, output)
     if output is not None:
-        tmp = output.with_name(f".{output.name}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            n = write_result(res, fmt, fh, None, max_rows, width)
-        tmp.replace(output)
-        return n
+        with staged_file(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+            return write_result(res, fmt, fh, None, max_rows, width)
     assert out is not None
     n = 0
     if fmt == "csv":
@@ -184,9 +182,8 @@ def _write_parquet(res: Result, output: Path) -> int:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
         table = fetch()
-    tmp = output.with_name(f".{output.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(output)
+    with staged_file(output) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return table.num_rows
 
 

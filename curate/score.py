@@ -100,8 +100,7 @@ def score(ws: Workspace, iteration: int, branch: str = "main", model: str | None
     model_id = model_id_for(ws, model)
     params = {"branch": branch, "iteration": iteration, "model_id": model_id}
     with ws.lock("curate score"):
-        con = ws.connect()
-        try:
+        with ws.connect() as con:
             cov = dict(zip(
                 ("with_gens", "pref_with_gens", "empty_resp", "empty_gens", "missing"),
                 con.execute(COVERAGE_SQL, params).fetchall()[0],
@@ -117,8 +116,6 @@ def score(ws: Workspace, iteration: int, branch: str = "main", model: str | None
                     f"model {model_id}: run `curate embed` (with the same --model) first."
                 )
             keys = query_frame(con, KEYS_SQL, {"branch": branch, "iteration": iteration})
-        finally:
-            con.close()
         samples = sample_similarities(ws, keys, model_id)
         key = f"{branch}-it{iteration}-{model_id}"
         samples = samples.with_columns(

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from .atomic import write_text
 from .errors import CurateError, WorkspaceBusy
 from .tables import TABLES, empty_select
 
@@ -46,10 +47,6 @@ def resolve_root(path: str | os.PathLike | None) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _tables_stamp() -> str:
@@ -91,7 +88,7 @@ class Workspace:
         for d in (self.root, self.tables_dir, self.manifests_dir):
             d.mkdir(parents=True, exist_ok=True)
         if not self.state_path.exists():
-            atomic_write_text(self.state_path, json.dumps(self._empty_state(), indent=1))
+            write_text(self.state_path, json.dumps(self._empty_state(), indent=1))
         return self
 
     def require(self) -> "Workspace":
@@ -175,7 +172,7 @@ class Workspace:
                     path.unlink(missing_ok=True)
         if len(keep_trash) != len(state.get("trash", [])):
             state["trash"] = keep_trash
-            atomic_write_text(self.state_path, json.dumps(state, indent=1))
+            write_text(self.state_path, json.dumps(state, indent=1))
 
     # -- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,7 +190,7 @@ class Workspace:
     def write_manifest(self, kind: str, step_id: str, payload: dict) -> Path:
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         path = self.manifests_dir / f"{kind}-{step_id}.json"
-        atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+        write_text(path, json.dumps(payload, indent=2, default=str))
         return path
 
     def manifests(self, kind: str) -> list[dict]:
@@ -378,7 +375,7 @@ class Transaction:
         for table, rels in self.added.items():
             state["tables"].setdefault(table, []).extend(rels)
         state["generation"] = int(state["generation"]) + 1
-        atomic_write_text(self.ws.state_path, json.dumps(state, indent=1))
+        write_text(self.ws.state_path, json.dumps(state, indent=1))
         self.committed = True
         self.ws.refresh_catalog(state)
 

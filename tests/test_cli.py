@@ -195,3 +195,23 @@ def test_hf_dataset_that_cannot_be_loaded(cli, ws, tmp_path, offline_datasets):
         f"Error: hf:{hub}: could not load the dataset (data_dir='helpful-base', split='test', revision=None): "
     )
     assert "Traceback" not in r.stderr
+
+
+def test_the_workspace_option_on_the_group_and_on_each_command(cli, filled_ws, tmp_path, monkeypatch):
+    """`curate -w WS sql ...` was refused (issue 12): -w/--workspace works on the group and on every command, a
+    command's own -w wins, and CURATE_WORKSPACE applies when neither is given."""
+    r = cli("-w", filled_ws, "sql", "select count(*) as n from pairs", "-f", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == [{"n": 6}]
+    r = cli("--workspace", tmp_path / "elsewhere", "sql", "select count(*) as n from pairs", "-f", "json",
+            "-w", filled_ws)
+    assert r.exit_code == 0 and json.loads(r.stdout) == [{"n": 6}]  # the command's own -w wins
+    r = cli("-w", filled_ws, "info", "--json")
+    assert json.loads(r.stdout)["tables"]["pairs"] == 6
+    r = cli("-w", filled_ws, "report", "intersect")  # a nested command sees the group's -w too
+    assert "no subsets yet" in r.stderr
+    monkeypatch.setenv("CURATE_WORKSPACE", str(filled_ws))
+    r = cli("sql", "select count(*) as n from pairs", "-f", "json")
+    assert json.loads(r.stdout) == [{"n": 6}]
+    r = cli("-w", tmp_path / "none", "sql", "select 1")  # the group's -w beats the environment
+    assert r.exit_code == 1 and f"No curate workspace at {tmp_path / 'none'}" in r.stderr

@@ -231,3 +231,31 @@ def test_every_shipped_filter_follows_the_header_contract(strategy):
 
 def test_the_sql_folder_holds_exactly_the_strategies():
     assert sorted(p.name for p in sql_dir().glob("*.sql")) == sorted(s.sql for s in strategies.REGISTRY.values())
+
+
+def test_a_new_strategy_is_one_sql_file_and_one_registry_entry(fws, cli, tmp_path, monkeypatch):
+    """Adding a strategy takes a SELECT and a registry entry; the CLI, --help, explain and the reports follow."""
+    sql = tmp_path / "close_pos.sql"
+    sql.write_text(
+        "-- strategy: close-pos\n"
+        "-- keeps: pairs with pos_sim above 1 - $eps whose chosen response is close to the policy; top $size\n"
+        "-- params: eps, size, iteration, branch, model_id\n"
+        "-- paper: FRFT section 5.3, a variant of Part 4\n"
+        "-- returns: pair_id, rank, score, picked_by\n"
+        "select pair_id, row_number() over (order by pos_sim desc, pair_id) as rank, pos_sim as score,\n"
+        "       'pos' as picked_by\n"
+        "from similarities\n"
+        "where branch = $branch and iteration = $iteration and model_id = $model_id and pos_sim > 1 - $eps\n"
+        "order by rank limit $size\n")
+    monkeypatch.setitem(strategies.REGISTRY, "close-pos",
+                        strategies.Strategy("close-pos", str(sql), "needs pos_sim above the floor"))
+    assert "close-pos (FRFT section 5.3, a variant of Part 4)" in " ".join(cli("filter", "--help").stdout.split())
+    r = cli("filter", "-w", fws.root, "--strategy", "close-pos", "--eps", "0.2", "--size", "3", "-i", "1", "--json",
+            "-q")
+    assert r.exit_code == 0, r.output
+    assert names(fws, "frft-close-pos-it1") == names(fws, run_filter(fws, "positive", eps=0.2, size=3,
+                                                                     iteration=1).name)
+    e = explain(fws, fws.ids["p3"], "frft-close-pos-it1")  # explain reads the new entry's condition
+    assert e["reason"].endswith("close-pos needs pos_sim above the floor")
+    r = cli("filter", "-w", fws.root, "--strategy", "close-pos-typo", "-i", "1")
+    assert r.exit_code == 2 and "close-pos" in r.stderr  # the choices list it

@@ -28,8 +28,9 @@ def test_wheel_contents(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     # the filters ship inside the package (pyproject force-include), where curate.resources looks
     assert "curate/sql/README.md" in names
-    assert {"curate/cli.py", "curate/ingest/__init__.py", "curate/ingest/hh.py"} <= names
-    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    assert {"curate/cli.py", "curate/ingest/__init__.py", "curate/ingest/hh.py", "curate/train/rm.py"} <= names
+    # one import package: a user's own train.py or train/ cannot shadow the trainers (issue 12)
+    assert not any(n.startswith(("tests/", "benchmarks/", "train/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "curate = curate.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

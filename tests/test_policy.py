@@ -274,3 +274,74 @@ def test_default_converts_once_then_loads_the_cached_checkpoint(smollm2, monkeyp
         out = model.generate(**enc, max_new_tokens=5, do_sample=False)
     reply = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert out.shape[1] == enc["input_ids"].shape[1] + 5 and reply.strip()
+
+
+# ---------------------------------------------------------------------------------------------- one resolver
+
+
+@pytest.mark.parametrize("args, kind", [
+    (("generate", "-i", "1", "--model"), "causal-lm"),
+    (("train", "sft", "-o", "out", "--model"), "causal-lm"),
+    (("train", "rm", "--data", "d.jsonl", "-o", "out", "--base"), "rm-base"),
+    (("train", "ppo", "-o", "out", "--reward", "{tiny}", "--policy"), "causal-lm"),
+    (("train", "ppo", "-o", "out", "--policy", "{tiny}", "--reward"), "reward"),
+    (("eval", "rm", "--reward"), "reward"),
+], ids=["generate", "train-sft", "train-rm-base", "train-ppo-policy", "train-ppo-reward", "eval-rm"])
+def test_every_command_that_takes_a_model_resolves_it_one_way(cli, filled_ws, tmp_path, tiny_policy_dir, args, kind,
+                                                              monkeypatch):
+    """A wrong model gets the same answer from every command (issue 12): no traceback, the path, the offline fix."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.jsonl").write_text(json.dumps({"prompt": "q", "chosen": " a", "rejected": " b"}) + "\n")
+    args = [a.replace("{tiny}", str(tiny_policy_dir)) for a in args]
+    r = cli(*args, "./no-such-model", "-w", filled_ws)
+    assert r.exit_code == 1, r.output
+    noun, _, offline = models_mod.KINDS[kind]
+    assert r.stderr.strip() == f"Error: {noun.capitalize()} path ./no-such-model does not exist. {offline}"
+    assert not (tmp_path / "out").exists()  # nothing half-made
+
+
+def test_a_reward_model_is_not_a_policy_and_back(tiny_policy_dir, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    from curate.models import resolve_model
+
+    rm_dir = tmp_path / "rm"
+    LlamaForSequenceClassification(AutoConfig.from_pretrained(tiny_policy_dir, num_labels=1)).save_pretrained(rm_dir)
+    AutoTokenizer.from_pretrained(tiny_policy_dir).save_pretrained(rm_dir)
+    assert resolve_model(str(rm_dir), kind="reward").folder == rm_dir
+    assert resolve_model(str(rm_dir), kind="rm-base").folder == rm_dir  # FRFT's next RM starts from the last one
+    assert resolve_model(str(tiny_policy_dir), kind="rm-base").folder == tiny_policy_dir  # or from the SFT model
+    with pytest.raises(CurateError, match="is a causal language model, not a reward model; --reward needs"):
+        resolve_model(str(tiny_policy_dir), kind="reward")
+    with pytest.raises(CurateError, match="is a llama model, not a causal language model"):
+        resolve_policy(str(rm_dir))
+    with pytest.raises(CurateError, match="smollm2-135m is a causal LM, not a reward model"):
+        resolve_model("smollm2-135m", kind="reward")
+
+
+def test_train_rm_base_takes_a_hub_id(cli, hub, tiny_policy_dir, tmp_path):
+    """`train rm --base` took only a folder; now a Hub id (here the loopback Hub) works as for `generate`."""
+    sha = hub.add_model("acme/tiny-policy", tiny_policy_dir)
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"\n\nHuman: q{i}?\n\nAssistant:", "chosen": " yes good",
+                                        "rejected": " no bad"}) + "\n" for i in range(4)))
+    r = cli("train", "rm", "--base", "acme/tiny-policy", "--data", data, "-o", tmp_path / "rm", "--epochs", "1",
+            "--batch-size", "2", "--max-length", "64", "-q")
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "rm" / "curate_train.json").read_text())
+    assert record["base_model"].endswith(f"snapshots/{sha}")
+    assert record["base_model_id"] == resolve_policy("acme/tiny-policy").model_id
+
+
+@pytest.mark.slow  # one SmolLM2-135M step on the CPU, plus the one-time GGUF conversion if no test made it yet
+def test_readme_train_sft_with_the_packaged_name_works_offline(smollm2, cli, tmp_path, hh_file, monkeypatch):
+    """The README's `curate train sft --model smollm2-135m --output checkpoints/sft` failed offline ("couldn't
+    connect to huggingface.co"): train sft did not resolve the packaged name that generate resolves (issue 12)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert cli("ingest", hh_file, "--sft-fraction", "0.5", "-q").exit_code == 0  # ./workspace, as in the README
+    r = cli("train", "sft", "--model", "smollm2-135m", "--output", "checkpoints/sft",
+            "--max-steps", "1", "--batch-size", "2", "--max-length", "64")
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "checkpoints" / "sft" / "curate_train.json").read_text())
+    assert record["base_model"] == "smollm2-135m" and record["base_model_id"].startswith("smollm2-135m-")

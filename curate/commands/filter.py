@@ -32,16 +32,20 @@ class StrategyChoice(click.Choice):
         return "NAME"
 
 
-def _strategy_help() -> str:
-    from ..strategies import REGISTRY
+class StrategyOption(click.Option):
+    """--strategy, whose help lists the registered strategies with their paper reference when it is shown."""
 
-    return "Built-in filter: " + ", ".join(f"{s.name} ({s.label})" for s in REGISTRY.values()) + "."
+    def get_help_record(self, ctx):
+        from ..strategies import REGISTRY
+
+        self.help = "Built-in filter: " + ", ".join(f"{s.name} ({s.label})" for s in REGISTRY.values()) + "."
+        return super().get_help_record(ctx)
 
 
 @click.command("filter")
 @workspace_option
-@click.option("--strategy", "-s", type=StrategyChoice(), default=None,
-              help=_strategy_help())
+@click.option("--strategy", "-s", cls=StrategyOption, type=StrategyChoice(), default=None,
+              help="Built-in filter (the registered strategies).")
 @click.option("--all-strategies", is_flag=True, help="Run the paper's Parts 1-4 (overall, split-even, negative, "
                                                       "positive), one subset each.")
 @click.option("--sql-file", type=click.Path(dir_okay=False), default=None,

@@ -98,12 +98,9 @@ def embed(
     model_id = ref.model_id
     t0 = time.perf_counter()
     with ws.lock("curate embed"):
-        con = ws.connect()
-        try:
+        with ws.connect() as con:
             distinct, empty = con.execute(COUNTS_SQL).fetchall()[0]
             todo = query_frame(con, NEEDED_SQL, {"model_id": model_id})
-        finally:
-            con.close()
         res = EmbedResult(model_id, ref.name, distinct_texts=distinct, cached=distinct - len(todo), empty_skipped=empty)
         if limit is not None:
             todo = todo.head(limit)

@@ -20,7 +20,6 @@ from ..atomic import write_bytes
 if TYPE_CHECKING:
     import polars as pl
 
-    from .similarities import Similarities
 
 # One dash per floor, so the floors of subsets made with different eps can be told apart on one axis.
 FLOOR_STYLES = ("--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))
@@ -47,21 +46,21 @@ def write_png(fig, path: str | os.PathLike) -> Path:
     return write_bytes(Path(path), png(fig))
 
 
-def floors_label(sims: "Similarities") -> str:
+def floors_label(sims) -> str:
     """The floors as the figures' legends and the HTML's alt texts name them."""
     return "floor 1 - eps = " + ", ".join(f"{floor:g}" for floor in sims.floors)
 
 
-def _draw_floors(ax, sims: "Similarities") -> None:
+def _draw_floors(ax, sims) -> None:
     for floor, style in zip(sims.floors, itertools.cycle(FLOOR_STYLES)):
         ax.axvline(floor, color="black", linestyle=style, linewidth=1, label=f"floor 1 - eps = {floor:g}")
 
 
-def _group(sims: "Similarities", branch: str, iteration: int) -> "pl.DataFrame":
+def _group(sims, branch: str, iteration: int) -> "pl.DataFrame":
     return sims.frame.filter((sims.frame["branch"] == branch) & (sims.frame["iteration"] == iteration))
 
 
-def cdf_figure(sims: "Similarities"):
+def cdf_figure(sims):
     """The cumulative share of pairs at or below each similarity, one curve per iteration (paper, Figure 2)."""
     import numpy as np
 
@@ -82,7 +81,7 @@ def cdf_figure(sims: "Similarities"):
     return fig
 
 
-def histogram_figure(sims: "Similarities"):
+def histogram_figure(sims):
     """pos_sim and neg_sim histograms, one panel per iteration."""
     import numpy as np
 

@@ -29,13 +29,16 @@ def evaluate_rm(reward: str | os.PathLike, workspace: str | None = None, where: 
                 split: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """Accuracy (r_chosen > r_rejected) and mean margin (r_chosen - r_rejected) on held-out pairs: those of
     `split` matching `where` (default split 'test'), the first `limit` by pair_id; or a subset's."""
+    from ..models import resolve_model
     from .data import load_eval_pairs
 
+    ref = resolve_model(str(reward), kind="reward")  # a wrong model fails before any data is read
     rows = load_eval_pairs(workspace, where=where, subset=subset, split=split, limit=limit)
-    rc, rr = score_pairs(reward, rows.dataset, batch_size, max_length)
+    rc, rr = score_pairs(ref.folder, rows.dataset, batch_size, max_length)
     n = len(rc)
     return {
         "reward_model": str(reward),
+        "reward_model_id": ref.model_id,
         "pairs": n,
         "accuracy": sum(c > r for c, r in zip(rc, rr)) / n,
         "mean_margin": sum(c - r for c, r in zip(rc, rr)) / n,

@@ -160,7 +160,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM
 
-    from ..models import resolve_policy
+    from ..models import resolve_model, resolve_policy
     from ..policy import load_policy
     from .ppo_algo import KLController, ValueHead, compute_gae, entropy, forward, ppo_loss, rollout, whiten
     from .ppo_state import LOG_FILE, STATE_FILE, save_checkpoint, set_rng_state
@@ -180,6 +180,11 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         raise CurateError("No reward: pass --reward DIR (a sequence-classification model with one label).")
     set_seed(config.seed, device_specific=True)
 
+    # every model named, found before anything loads: a wrong one fails at once, the same way as everywhere
+    ref_spec = resolve_policy(config.policy)
+    reference_spec = resolve_policy(config.reference) if config.reference else None
+    reward_spec = resolve_model(config.reward, kind="reward") if reward_fn is None else None
+
     # data
     if prompts is not None:
         source = "argument"
@@ -188,11 +193,10 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     prompt_rng = torch.Generator().manual_seed(config.seed + accelerator.process_index)
 
     # model
-    ref_spec = resolve_policy(config.policy)
     base = load_policy(ref_spec, device="cpu", dtype=config.dtype)
     tokenizer = base.tokenizer  # left padding and a pad token
-    if config.reference:
-        ref_model = load_policy(resolve_policy(config.reference), device="cpu", dtype=config.dtype).model
+    if reference_spec is not None:
+        ref_model = load_policy(reference_spec, device="cpu", dtype=config.dtype).model
         if ref_model.get_input_embeddings().num_embeddings != base.model.get_input_embeddings().num_embeddings:
             raise CurateError(f"The reference {config.reference} and the policy {config.policy} have different "
                               "vocabularies; the KL penalty needs the same tokenizer.")
@@ -207,8 +211,8 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         actor = base.model
     actor.config.use_cache = True
     value_head = ValueHead(actor.config.hidden_size)
-    if reward_fn is None:
-        reward_fn = reward_model_fn(config.reward, device, config.mini_batch_size)
+    if reward_spec is not None:
+        reward_fn = reward_model_fn(str(reward_spec.folder), device, config.mini_batch_size)
 
     actor_opt = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, betas=config.adam_betas)
     critic_opt = torch.optim.Adam(value_head.parameters(), lr=config.critic_lr, betas=config.adam_betas)

@@ -186,12 +186,12 @@ def train_rm(config: RMConfig) -> RMResult:
     if not 0 <= config.label_smoothing < 0.5:
         raise CurateError(f"--label-smoothing must be in [0, 0.5), not {config.label_smoothing}.")
     output = check_output(config.output, config.overwrite)
+    base = resolve_model(config.base, kind="rm-base")  # a folder, a Hub id or smollm2-135m
 
     # data
     rows = load_preferences(config.workspace, subset=config.subset, data=config.data)
 
     # model
-    base = resolve_model(config.base, kind="rm-base")
     model, tokenizer, pad_token_set = load_reward_model(base.folder, kind="rm-base")
     if pad_token_set:
         say(f"the tokenizer of {config.base} has no pad token: using its eos token {tokenizer.eos_token!r} as pad")

@@ -79,14 +79,15 @@ def train_sft(config: SFTConfig) -> SFTResult:
             print(msg, file=sys.stderr)
 
     output = check_output(config.output, config.overwrite)
+    base = resolve_policy(config.model)  # a packaged name, a folder or a Hub id, as every command resolves models
+
     # data
     rows = load_sft(config.workspace, config.where, config.split)
 
-    # model: a packaged name, a folder or a Hub id, resolved as every command resolves models
+    # model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = resolve_policy(config.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
         model = AutoModelForCausalLM.from_pretrained(str(base.folder))
