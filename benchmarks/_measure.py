@@ -16,6 +16,20 @@ import time
 from pathlib import Path
 
 
+def write_result(name: str, payload: dict, out: str | os.PathLike) -> Path:
+    """Write a benchmark's JSON result (with the CPU, its vector flags and the package versions it ran on)
+    atomically, and print where it went and on which CPU."""
+    from curate.atomic import write_text
+    from curate.hardware import cpu_summary
+    from curate.provenance import versions
+
+    cpu = cpu_summary()
+    path = write_text(out, json.dumps({"benchmark": name, **payload, "cpu": cpu, "cpu_count": cpu["cores"],
+                                       "versions": versions()}, indent=2))
+    print(f"ran on {cpu['model']} ({cpu['cores']} cores; {', '.join(cpu['flags']) or 'no AVX2'}); wrote {path}")
+    return path
+
+
 def measure(task: str, *args: str, env: dict | None = None) -> dict:
     """Run MODULE:FUNCTION(*args) in a fresh interpreter; its {seconds, peak_rss_bytes, result}."""
     out = subprocess.run([sys.executable, str(Path(__file__)), task, *args], check=True, capture_output=True,

@@ -29,9 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
-from _measure import measure  # noqa: E402
-
-from curate.provenance import versions  # noqa: E402
+from _measure import measure, write_result  # noqa: E402
 
 BENCH_MODEL_ID = "bench-random-384"
 
@@ -179,11 +177,7 @@ def main() -> None:
                   f"loop {s['naive_seconds']} s ({s['naive_peak_rss_mib']} MiB): ratio {s['speedup']}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "embed", **res, "cpu_count": os.cpu_count(), "versions": versions()},
-                              indent=2))
-    print(f"wrote {out}")
+    write_result("embed", res, args.out)
 
 
 if __name__ == "__main__":

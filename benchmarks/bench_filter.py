@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import shutil
 import sys
 import tempfile
@@ -25,12 +23,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _measure import measure  # noqa: E402
-from curate.provenance import versions  # noqa: E402
+from _measure import measure, write_result  # noqa: E402
+from filter_tasks import PANDAS  # noqa: E402
 
-STRATEGIES = ("frft", "overall", "split-even", "negative", "positive")
-
-
+from curate import strategies  # noqa: E402
 
 
 def synth_workspace(root: Path, n: int, seed: int = 0) -> None:
@@ -83,7 +79,10 @@ def main() -> None:
             ws = tmp / "ws"
             print(f"synthesising {n:,} scored pairs x 2 iterations ...", file=sys.stderr)
             measure("bench_filter:synth_task", str(ws), str(n))  # in its own process: peak RSS stays per task
-            for strategy in STRATEGIES:
+            for strategy in strategies.names():  # every registered strategy
+                if strategy not in PANDAS:
+                    print(f"{strategy}: no pandas baseline in filter_tasks.PANDAS, not benchmarked", file=sys.stderr)
+                    continue
                 base = measure("filter_tasks:pandas_filter", str(ws), strategy, "1", str(tmp / "pandas.parquet"))
                 ours = measure("filter_tasks:curate_filter", str(ws), strategy, "1")
                 measure("filter_tasks:curate_filter", str(ws), strategy, "2")  # for the intersect below
@@ -109,11 +108,7 @@ def main() -> None:
                   f"vs pandas {row['pandas_seconds']:.2f} s ({row['pandas_peak_rss_mib']} MiB): ratio {row['speedup']}x")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "filter", "results": results, "cpu_count": os.cpu_count(),
-                               "versions": versions()}, indent=2))
-    print(f"wrote {out}")
+    write_result("filter", {"results": results}, args.out)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ baseline's tokens/s on a 2-core CPU. Writes benchmarks/results/generate.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,11 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
-from _measure import measure  # noqa: E402
-
-from curate.provenance import versions  # noqa: E402
-
-
+from _measure import measure, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -70,11 +64,7 @@ def main() -> None:
           f"({row['curate_generate_seconds']} s, wall {row['curate_wall_seconds']} s) vs naive "
           f"{row['naive_tokens_per_s']} tokens/s ({row['naive_generate_seconds']} s, wall {row['naive_wall_seconds']} s): "
           f"ratio {row['speedup_tokens_per_s']}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "generate", "result": row, "cpu_count": os.cpu_count(),
-                               "versions": versions()}, indent=2))
-    print(f"wrote {out}")
+    write_result("generate", {"result": row}, args.out)
 
 
 if __name__ == "__main__":

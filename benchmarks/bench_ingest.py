@@ -10,7 +10,6 @@ Writes benchmarks/results/ingest.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -20,11 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
-from _measure import measure  # noqa: E402
-
-from curate.provenance import versions  # noqa: E402
-
-
+from _measure import measure, write_result  # noqa: E402
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -76,10 +71,7 @@ def main() -> None:
             f"{row['curate_peak_rss_mib']} MiB) vs naive {row['baseline_seconds']:.2f} s "
             f"({row['baseline_peak_rss_mib']} MiB): ratio {row['speedup']}x"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "ingest", "results": results, "versions": versions()}, indent=2))
-    print(f"wrote {out}")
+    write_result("ingest", {"results": results}, args.out)
 
 
 if __name__ == "__main__":

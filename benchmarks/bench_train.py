@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -24,9 +23,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import synth  # noqa: E402
-from _measure import measure  # noqa: E402
-
-from curate.provenance import versions  # noqa: E402
+from _measure import measure, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -79,11 +76,7 @@ def main() -> None:
     q = res["ppo"]
     print(f"PPO {q['steps']} steps x {q['prompts_per_step']} prompts: {q['prompts_per_s']} prompts/s, "
           f"{q['peak_rss_mib']} MiB peak")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "train", **res, "cpu_count": os.cpu_count(), "versions": versions()},
-                              indent=2, default=str))
-    print(f"wrote {out}")
+    write_result("train", res, args.out)
 
 
 if __name__ == "__main__":

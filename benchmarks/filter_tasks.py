@@ -20,6 +20,31 @@ def curate_filter(workspace: str, strategy: str, iteration: str) -> int:
         con.close()
 
 
+def _top(frame, col, n):
+    return frame.sort_values([col, "pair_id"], ascending=[False, True]).head(n)
+
+
+def _split_even(df, floor, n):
+    import pandas as pd
+
+    pos = df[df.pos_sim > floor].sort_values(["pos_sim", "pair_id"], ascending=[False, True]).head(n // 2)
+    neg = df[df.neg_sim > floor].sort_values(["neg_sim", "pair_id"], ascending=[False, True]).head(n // 2)
+    return pd.concat([pos.assign(picked_by="pos"), neg.assign(picked_by="neg")])
+
+
+# The baseline of each registered strategy, as a user would write it in pandas (a strategy without one is
+# reported as not benchmarked, never silently compared against another's)
+PANDAS = {
+    "overall": lambda df, floor, n: _top(df[(df.pos_sim > floor) & (df.neg_sim > floor)]
+                                         .assign(score=lambda d: d.pos_sim + d.neg_sim), "score", n),
+    "frft": lambda df, floor, n: _top(df[(df.pos_sim > floor) | (df.neg_sim > floor)]
+                                      .assign(score=lambda d: d[["pos_sim", "neg_sim"]].max(axis=1)), "score", n),
+    "split-even": _split_even,
+    "negative": lambda df, floor, n: _top(df[df.neg_sim > floor], "neg_sim", n),
+    "positive": lambda df, floor, n: _top(df[df.pos_sim > floor], "pos_sim", n),
+}
+
+
 def pandas_filter(workspace: str, strategy: str, iteration: str, out: str) -> int:
     """The same selection as a user would write it in pandas: read, mask, sort, head, save."""
     import json
@@ -29,25 +54,7 @@ def pandas_filter(workspace: str, strategy: str, iteration: str, out: str) -> in
     state = json.load(open(f"{workspace}/state.json"))
     df = pd.read_parquet([f"{workspace}/tables/{f}" for f in state["tables"]["similarities"]])
     df = df[df["iteration"] == int(iteration)]
-    floor, n = 1 - 0.2, 2000
-
-    def top(frame, col):
-        return frame.sort_values([col, "pair_id"], ascending=[False, True]).head(n)
-
-    if strategy == "overall":
-        sel = top(df[(df.pos_sim > floor) & (df.neg_sim > floor)].assign(score=lambda d: d.pos_sim + d.neg_sim),
-                  "score")
-    elif strategy == "frft":
-        sel = top(df[(df.pos_sim > floor) | (df.neg_sim > floor)].assign(score=lambda d: d[["pos_sim", "neg_sim"]]
-                                                                         .max(axis=1)), "score")
-    elif strategy == "split-even":
-        pos = df[df.pos_sim > floor].sort_values(["pos_sim", "pair_id"], ascending=[False, True]).head(n // 2)
-        neg = df[df.neg_sim > floor].sort_values(["neg_sim", "pair_id"], ascending=[False, True]).head(n // 2)
-        sel = pd.concat([pos.assign(picked_by="pos"), neg.assign(picked_by="neg")])
-    elif strategy == "negative":
-        sel = top(df[df.neg_sim > floor], "neg_sim")
-    else:
-        sel = top(df[df.pos_sim > floor], "pos_sim")
+    sel = PANDAS[strategy](df, 1 - 0.2, 2000)
     sel.to_parquet(out)
     return len(sel)
 

@@ -12,9 +12,30 @@ import click
 from . import __version__
 from .settings import FriendlyErrors
 
+# name -> where the command lives; a command's module is imported only when that command runs (or --help lists
+# them all), so `curate sql` loads neither the trainers' configs nor the embedder's
+COMMANDS = {
+    "ingest": "ingest:ingest", "info": "info:info", "tables": "info:tables", "sql": "sql:sql",
+    "generations": "generations:generations", "generate": "generate:generate", "embed": "embed:embed",
+    "score": "embed:score", "neighbors": "neighbors:neighbors", "filter": "filter:filter_",
+    "subsets": "filter:subsets", "explain": "filter:explain", "report": "report:report", "export": "export:export",
+    "train": "train:train", "eval": "train:eval_", "run": "run:run", "runs": "run:runs",
+}
+
 
 class CurateGroup(FriendlyErrors, click.Group):
-    """Library errors become one clear line, with no traceback for a user's mistake."""
+    """Library errors become one clear line, with no traceback for a user's mistake; commands load lazily."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS) + [n for n in self.commands if n not in COMMANDS]
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[name].split(":")
+            self.commands[name] = getattr(importlib.import_module(f"curate.commands.{module}"), attr)
+        return self.commands.get(name)
 
 
 @click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,28 +45,6 @@ class CurateGroup(FriendlyErrors, click.Group):
 def main(workspace):
     """Data-centric filtering and curation of RLHF preference data (FRFT)."""
 
-
-def _register() -> None:
-    """Commands that live in curate/commands/ (each imports only click at module level)."""
-    from .commands.embed import embed, score
-    from .commands.export import export
-    from .commands.filter import explain, filter_, subsets
-    from .commands.generate import generate
-    from .commands.generations import generations
-    from .commands.info import info, tables
-    from .commands.ingest import ingest
-    from .commands.neighbors import neighbors
-    from .commands.report import report
-    from .commands.run import run, runs
-    from .commands.sql import sql
-    from .commands.train import eval_, train
-
-    for cmd in (ingest, info, tables, sql, generations, generate, embed, score, neighbors, filter_, subsets, explain,
-                report, export, train, eval_, run, runs):
-        main.add_command(cmd)
-
-
-_register()
 
 if __name__ == "__main__":
     main()

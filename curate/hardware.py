@@ -16,3 +16,29 @@ def cpu_has_fast_bf16() -> bool:
     """Whether the CPU has native bfloat16 matrix instructions (avx512_bf16 or amx_bf16)."""
     flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor())."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+# the instruction sets that decide which backend is fastest (a speed-up on one may be a slow-down on another)
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "fma")
+
+
+def cpu_summary() -> dict:
+    """What every benchmark number is recorded with: model, cores, and the vector instruction sets present."""
+    import os
+
+    flags = cpu_flags()
+    return {"model": cpu_model(), "cores": os.cpu_count(), "flags": [f for f in VECTOR_FLAGS if f in flags]}

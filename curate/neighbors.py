@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CurateError
 from .atomic import staged_file, write_text
+from .errors import CurateError
 from .workspace import Workspace, file_key, query_frame, utcnow
 
 if TYPE_CHECKING:

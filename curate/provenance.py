@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib import metadata
 
 from . import __version__
 
@@ -15,6 +14,8 @@ TRAIN_PACKAGES = ("torch", "transformers", "trl", "accelerate", "datasets", "tok
 
 def versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """{package: version} for curate, Python, the platform and `names` (those installed)."""
+    from importlib import metadata  # here, not at import: 40 ms that commands which record nothing never pay
+
     out = {"curate": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
     for name in names:
         try:

@@ -192,16 +192,17 @@ def script(cls: type, run: Callable[[Any], str | None], prog: str, doc: str) -> 
     """main(argv) -> exit code for `python -m MODULE`: a click command whose options are `cls`'s CLI fields,
     calling run(cls(...)) and printing what it returns (a path) on stdout."""
 
-    @click.command(cls=Command, help=doc, context_settings={"help_option_names": ["-h", "--help"]})
-    @click_options(cls)
     def command(**values):
         shown = run(build(cls, values))
         if shown is not None:
             click.echo(shown)
 
     def main(argv: list[str] | None = None) -> int:
+        # built when the script runs, not when the module is imported (the curate CLI imports it too)
+        cli = click.command(cls=Command, help=doc, context_settings={"help_option_names": ["-h", "--help"]})(
+            click_options(cls)(command))
         try:
-            command.main(args=argv, prog_name=prog, standalone_mode=True)
+            cli.main(args=argv, prog_name=prog, standalone_mode=True)
         except SystemExit as e:
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         return 0

@@ -15,7 +15,9 @@ from .conftest import hh_row, query, write_jsonl
 
 
 def commands(group: click.Group, prefix=()):
-    for name, cmd in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in sorted(group.list_commands(ctx)):
+        cmd = group.get_command(ctx, name)
         yield prefix + (name,), cmd
         if isinstance(cmd, click.Group):
             yield from commands(cmd, prefix + (name,))

@@ -10,13 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from .conftest import SHARED_HH, query, scalar
 from curate.embedding import embed
 from curate.embedding.model import load_encoder, resolve
 from curate.errors import CurateError
 from curate.ingest import ingest
 from curate.score import score
 from curate.workspace import Workspace
+
+from .conftest import SHARED_HH, query, scalar
 
 N_PAIRS = 12
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from curate import strategies
 from curate.errors import CurateError
 from curate.explain import explain
-from curate import strategies
 from curate.filters import BUILTIN_PARAMS, HEADER_KEYS, load_sql, run_filter, strategy_path
 from curate.resources import sql_dir
 

@@ -9,8 +9,16 @@ import polars as pl
 import pytest
 
 from curate.errors import CurateError
-from curate.generate import (GenerateParams, batch_plan, format_prompt, generate, hh_messages, response_text,
-                             select_prompts, tokenize_prompts)
+from curate.generate import (
+    GenerateParams,
+    batch_plan,
+    format_prompt,
+    generate,
+    hh_messages,
+    response_text,
+    select_prompts,
+    tokenize_prompts,
+)
 from curate.workspace import Workspace
 
 from .conftest import hh_row, query, transcript, write_jsonl

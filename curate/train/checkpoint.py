@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -53,3 +54,16 @@ def write_record(folder: Path, record: dict) -> dict:
     record = {**record, "versions": versions(TRAIN_PACKAGES)}
     (Path(folder) / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return record
+
+
+class Messages(list):
+    """What a trainer told the user: printed on stderr (unless quiet) and kept for its result."""
+
+    def __init__(self, quiet: bool):
+        super().__init__()
+        self.quiet = quiet
+
+    def say(self, msg: str) -> None:
+        self.append(msg)
+        if not self.quiet:
+            print(msg, file=sys.stderr)

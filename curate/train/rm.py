@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import CurateError
 from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
-from .checkpoint import check_output, staged_output, write_record
+from .checkpoint import Messages, check_output, staged_output, write_record
 
 LONG_ROWS = ("drop", "truncate")
 
@@ -174,12 +174,8 @@ def train_rm(config: RMConfig) -> RMResult:
     from .data import load_preferences
     from .reward import load_reward_model
 
-    messages: list[str] = []
-
-    def say(msg: str) -> None:
-        messages.append(msg)
-        if not config.quiet:
-            print(msg, file=sys.stderr)
+    messages = Messages(config.quiet)
+    say = messages.say
 
     if not config.base:
         raise CurateError("--base is required: the SFT checkpoint (or previous reward model) to start from.")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import CurateError
 from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
-from .checkpoint import check_output, staged_output, write_record
+from .checkpoint import Messages, check_output, staged_output, write_record
 
 
 @dataclass
@@ -71,12 +71,8 @@ def train_sft(config: SFTConfig) -> SFTResult:
     from ..workspace import utcnow
     from .data import load_sft
 
-    messages: list[str] = []
-
-    def say(msg: str) -> None:
-        messages.append(msg)
-        if not config.quiet:
-            print(msg, file=sys.stderr)
+    messages = Messages(config.quiet)
+    say = messages.say
 
     output = check_output(config.output, config.overwrite)
     base = resolve_policy(config.model)  # a packaged name, a folder or a Hub id, as every command resolves models
