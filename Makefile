@@ -45,7 +45,7 @@ demo-hh: $(STAMP)
 	$(CURATE) subsets --workspace $(DEMO_WS)
 	$(CURATE) report cdf --workspace $(DEMO_WS) --iteration 1 --eps $(EPS)
 	$(CURATE) report html --workspace $(DEMO_WS) --eps $(EPS)
-	$(CURATE) export frft-split-even-it1 --workspace $(DEMO_WS) --to datasets_out/demo-frft-split-even-it1 --force
+	$(CURATE) export frft-split-even-it1 --workspace $(DEMO_WS) --output datasets_out/demo-frft-split-even-it1 --force
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ingest.py

@@ -11,6 +11,10 @@ class WorkspaceBusy(CurateError):
     pass
 
 
+class WorkspaceNotWritable(CurateError):
+    """The workspace's folder cannot be written (read-only storage, no permission, a file in the way)."""
+
+
 class InputError(CurateError):
     """Bad input data; names the source, line and field."""
 

@@ -8,7 +8,9 @@ similarities say which side of the floor each score is on.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 from . import strategies
 from .lookup import resolve_pair_id
@@ -36,14 +38,13 @@ def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
             {"b": branch, "i": iteration, "m": model_id, "p": pid}).fetchall()
         picks = con.execute("select rank, score, picked_by, reason from subset_pairs where subset_id = $s and "
                             "pair_id = $p order by rank", {"s": sub["subset_id"], "p": pid}).fetchall()
-        if not sims:
-            out.update(selected=False, reason=_not_scored(con, pid, branch, iteration))
-            return out
-        pos, neg, pos_max, neg_max, n = sims[0]
-        agg_max = params.get("aggregate") == "max"
-        p, q = (pos_max, neg_max) if agg_max else (pos, neg)
-        out.update(pos_sim=round(pos, 6), neg_sim=round(neg, 6), pos_sim_max=round(pos_max, 6),
-                   neg_sim_max=round(neg_max, 6), n_samples=n)
+        builtin = _builtin(sub)
+        p = q = None
+        if sims:
+            pos, neg, pos_max, neg_max, n = sims[0]
+            p, q = (pos_max, neg_max) if params.get("aggregate") == "max" else (pos, neg)
+            out.update(pos_sim=round(pos, 6), neg_sim=round(neg, 6), pos_sim_max=round(pos_max, 6),
+                       neg_sim_max=round(neg_max, 6), n_samples=n)
         if picks:
             out["selected"] = True
             out["picks"] = [{"rank": r, "score": None if s is None else round(s, 6), "picked_by": b, "reason": why}
@@ -51,9 +52,12 @@ def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
             rows = json.loads(sub["counts"]).get("rows")
             out["reason"] = "; ".join(
                 f"picked by {b} at rank {r:,} of {rows:,}" + (f" with score {s:.4f}" if s is not None else "")
-                + (f" ({why})" if why else "") for r, s, b, why in picks)
+                + (f" ({why})" if why else "") for r, s, b, why in picks)  # why: the filter's own reason column
             return out
         out["selected"] = False
+        if not sims and builtin:
+            out["reason"] = _not_scored(con, pid, branch, iteration)
+            return out
         manifest = ws.manifests_dir / f"filter-{sub['subset_id']}.json"
         if not manifest.exists():
             out["reason"] = "not in the subset (its manifest is gone, so the filter cannot be re-run to say why)"
@@ -66,8 +70,21 @@ def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
         if "size" in bound:
             bound["size"] = NO_LIMIT
         full = query_frame(con, m["sql"], bound)
+    if not builtin and pid not in set(full["pair_id"].to_list()):
+        # a user's filter: curate cannot know its condition, only that its query does not return the pair
+        out["reason"] = (f"not in the result of its filter {Path(m.get('sql_file') or '?').name}: without a size "
+                         f"limit the query returns {full.height:,} rows, and this pair is not among them")
+        return out
     out["reason"] = _why_out(full, pid, sub["strategy"], params, p, q, m.get("header", {}))
     return out
+
+
+def _builtin(sub: dict) -> bool:
+    """Whether the subset was made by a registered strategy's own SQL (not a user's --sql-file)."""
+    known = strategies.REGISTRY.get(sub["strategy"])
+    if known is None or not known.path.is_file():
+        return False
+    return hashlib.sha256(known.path.read_text(encoding="utf-8").encode("utf-8")).hexdigest() == sub["sql_sha256"]
 
 
 def _not_scored(con, pid: str, branch: str, iteration: int) -> str:

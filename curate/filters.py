@@ -153,7 +153,9 @@ class FilterResult:
 
 
 def default_name(strategy: str, iteration: int, branch: str) -> str:
-    return f"frft-{strategy}-it{iteration}" + ("" if branch == "main" else f"-{branch}")
+    """frft-<strategy>-it<N>[-<branch>]; the strategy named frft (eq. 3) is plain frft-it<N>, not frft-frft."""
+    stem = "frft" if strategy == "frft" else f"frft-{strategy}"
+    return f"{stem}-it{iteration}" + ("" if branch == "main" else f"-{branch}")
 
 
 def run_filter(

@@ -329,9 +329,7 @@ def generate(
         existing = _existing(ws, branch, iteration)
         others = sorted(set(existing["policy"].unique().to_list()) - {policy}) if existing.height else []
         if others and not overwrite:  # checked before the model loads
-            raise CurateError(f"branch {branch!r}, iteration {iteration} already has {existing.height:,} generations "
-                              f"from policy {', '.join(others)}, not {policy}. Generate into another --iteration or "
-                              "--branch, or pass --overwrite to replace them.")
+            raise CurateError(_other_policy(branch, iteration, existing.height, others, model, ref))
         if loaded is not None:
             engine = TransformersBackend(mdl, tok, str(mdl.device), str(mdl.dtype).replace("torch.", ""))
         elif backend == "vllm":
@@ -425,6 +423,19 @@ def generate(
             "versions": versions(),
         }))
     return res
+
+
+def _other_policy(branch: str, iteration: int, n: int, others: list[str], model: str, ref) -> str:
+    """Why (branch, iteration) refuses this model's samples, and how the stored policy differs from it."""
+    head = f"branch {branch!r}, iteration {iteration} already has {n:,} generations from policy {', '.join(others)}"
+    fix = "Generate into another --iteration or --branch, or pass --overwrite to replace them."
+    named = [o for o in others if o in (model, ref.name)]
+    if named:  # `generations import --policy NAME` stored the label NAME; a model resolves to name + identity hash
+        return (f"{head}: a label given to `curate generations import --policy {named[0]}`. --model {model} resolves "
+                f"to the model {ref.model_id} (its name and the hashes of its weights, config and tokenizer), and one "
+                f"iteration holds one policy's samples. {fix} Importing with --policy {ref.model_id} records the same "
+                "identity.")
+    return f"{head}, not {ref.model_id}. {fix}"
 
 
 def _stored_params(ws: Workspace, branch: str, iteration: int, policy: str) -> dict:

@@ -87,17 +87,6 @@ class ImportResult:
         return self.rejected.get("unmatched_generation", 0)
 
 
-def parse_params(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """--param temperature=0.7 --param top_k=50 -> {'temperature': 0.7, 'top_k': 50}."""
-    from .query import parse_value
-
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise CurateError(f"--param {item!r}: write NAME=VALUE, e.g. --param temperature=0.7.")
-        out[name.strip()] = parse_value(value)
-    return out
 
 
 def import_generations(
@@ -126,6 +115,32 @@ def import_generations(
     params = dict(params or {})
     res = ImportResult(import_id=new_id(), source=src.name, branch=branch, iteration=iteration, policy=policy)
 
+    def write_manifest() -> str:
+        manifest = {
+            "step": "generations import",
+            "import_id": res.import_id,
+            "created_at": utcnow(),
+            "input": {"source": src.name, "sha256": src.sha256, "size": src.size},
+            "options": {
+                "branch": branch, "iteration": iteration, "policy": policy, "match": match,
+                "match_used": res.match, "text_field": text_field, "params": params, "overwrite": overwrite,
+            },
+            "counts": {
+                "read": res.read,
+                "imported": res.imported,
+                "pairs": res.pairs,
+                "already_present": res.already_present,
+                "replaced": res.replaced,
+                "replaced_policies": res.replaced_policies,
+                "shared_prompts": res.shared_prompts,
+                "shared_rows": res.shared_rows,
+                "shared_extra": res.shared_extra,
+                "rejected": dict(res.rejected),
+            },
+            "versions": versions(("polars", "duckdb", "pyarrow", "orjson")),
+        }
+        return str(ws.write_manifest("generations", res.import_id, manifest))
+
     with ws.transaction("curate generations import") as tx:
         existing = _existing(ws, branch, iteration)
         other = sorted(set(existing["policy"].unique().to_list()) - {policy}) if existing.height else []
@@ -134,14 +149,16 @@ def import_generations(
                 f"branch {branch!r}, iteration {iteration} already has {existing.height:,} generations from "
                 f"policy {', '.join(other)}, not {policy}. {POLICY_FIX}"
             )
+        rows, rejects, res.match = _read(src, match, text_field, ws, res)
+        res.sha256 = src.sha256
+        if res.read == 0:  # an empty file lands nothing, like an empty ingest: recorded, and the CLI warns
+            res.manifest = write_manifest()
+            return res
         if overwrite and existing.height:
             res.replaced = existing.height
             res.replaced_policies = sorted(existing["policy"].unique().to_list())
             _drop_iteration(ws, tx, branch, iteration)
             existing = existing.clear()
-
-        rows, rejects, res.match = _read(src, match, text_field, ws, res)
-        res.sha256 = src.sha256
         keys = _pair_keys(ws, res.match)
         if keys.height == 0:
             raise CurateError(f"workspace {ws.root} has no pairs to attach generations to. "
@@ -194,30 +211,7 @@ def import_generations(
         if new_rejects:
             tx.add("rejects", rejects_.frame(new_rejects, res.import_id))
 
-        manifest = {
-            "step": "generations import",
-            "import_id": res.import_id,
-            "created_at": utcnow(),
-            "input": {"source": src.name, "sha256": src.sha256, "size": src.size},
-            "options": {
-                "branch": branch, "iteration": iteration, "policy": policy, "match": match,
-                "match_used": res.match, "text_field": text_field, "params": params, "overwrite": overwrite,
-            },
-            "counts": {
-                "read": res.read,
-                "imported": res.imported,
-                "pairs": res.pairs,
-                "already_present": res.already_present,
-                "replaced": res.replaced,
-                "replaced_policies": res.replaced_policies,
-                "shared_prompts": res.shared_prompts,
-                "shared_rows": res.shared_rows,
-                "shared_extra": res.shared_extra,
-                "rejected": dict(res.rejected),
-            },
-            "versions": versions(("polars", "duckdb", "pyarrow", "orjson")),
-        }
-        res.manifest = str(ws.write_manifest("generations", res.import_id, manifest))
+        res.manifest = write_manifest()
     return res
 
 
@@ -244,6 +238,9 @@ def _source(path: str | Path) -> sources.Source:
 
 
 def _detect_match(chunk: list, src_name: str) -> str:
+    from .ingest import not_an_object
+
+    not_an_object(src_name, chunk)
     for _, obj, _ in chunk:
         if isinstance(obj, dict):
             if "pair_id" in obj:
@@ -319,8 +316,6 @@ def _read(src: sources.Source, match: str, text_field: str | None, ws: Workspace
             for i, t in enumerate(text):
                 lines.append(line), elems.append(i), sizes.append(len(text)), keys.append(key), texts.append(t)
                 samples.append(sample), row_params.append(rp)
-    if res.read == 0:
-        raise CurateError(f"{src.name}: the file has no rows.")
 
     bad_sample = [i for i, v in enumerate(samples) if v is not None and (type(v) is not int or v < 0)]
     for i in reversed(bad_sample):  # rare: checked here to keep the per-row loop lean
@@ -360,7 +355,7 @@ def _row_params(obj: dict) -> str | None:
 
 
 def _params_column(gens: pl.DataFrame, params: dict[str, Any]) -> pl.Expr:
-    """JSON of the sampling parameters: --param values, overridden by a row's own fields."""
+    """JSON of the sampling parameters: -p values, overridden by a row's own fields."""
     base = json.dumps(params, sort_keys=True, default=str)
     distinct = [rp for rp in gens["row_params"].unique().to_list() if rp is not None]
     if not distinct:

@@ -164,7 +164,8 @@ def stored_vector(ws: Workspace, model_id: str, text_hash: str) -> "np.ndarray |
     return np.asarray(rows[0][0], dtype=np.float32) if rows else None
 
 
-def pair_text(ws: Workspace, pair_id: str, role: str, branch: str, iteration: int | None, sample: int) -> tuple[str, str]:
+def pair_text(ws: Workspace, pair_id: str, role: str, branch: str, iteration: int | None,
+              sample: int) -> tuple[str, str]:
     """(full pair_id, text) of a pair's chosen/rejected response or generation; pair_id may be a unique prefix."""
     if role not in ROLES:
         raise CurateError(f"--role {role!r}: expected one of {', '.join(ROLES)}.")
@@ -173,15 +174,19 @@ def pair_text(ws: Workspace, pair_id: str, role: str, branch: str, iteration: in
     with ws.connect() as con:
         full = resolve_pair_id(con, pair_id)
         if role == "generation":
-            sql = ("select text, iteration from generations where pair_id = $p and branch = $b and sample = $s"
-                   + (" and iteration = $i" if iteration is not None else "") + " order by iteration desc limit 1")
-            params = {"p": full, "b": branch, "s": sample} | ({"i": iteration} if iteration is not None else {})
-            rows = con.execute(sql, params).fetchall()
+            rows = con.execute("select text from generations where pair_id = $p and branch = $b and sample = $s "
+                               "and ($i is null or iteration = $i) order by iteration desc limit 1",
+                               {"p": full, "b": branch, "s": sample, "i": iteration}).fetchall()
             if not rows:
                 where = f"iteration {iteration}" if iteration is not None else "any iteration"
                 raise CurateError(f"Pair {full} has no generation (branch {branch!r}, {where}, sample {sample}).")
             return full, rows[0][0]
-        text = con.execute(f"select {role} from pairs where pair_id = $p", {"p": full}).fetchall()[0][0]
+        text, pair_role = con.execute("select case when $r = 'chosen' then chosen else rejected end, role from pairs "
+                                      "where pair_id = $p", {"p": full, "r": role}).fetchall()[0]
+        if pair_role != "pref":
+            raise CurateError(f"Pair {full} is an {pair_role} pair: curate embeds the responses of pref pairs only "
+                              "(the ones the filters choose among), so it has no vector to search with. Search with "
+                              "--text instead, or give a pref pair.")
         return full, text
 
 

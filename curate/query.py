@@ -137,15 +137,17 @@ def _jsonable(v):
     return str(v)
 
 
-def write_result(res: Result, fmt: str, out: IO[str] | None, output: Path | None, max_rows: int, width: int) -> int:
-    """Write the result in fmt to output (a path) or out (a text stream); returns rows written."""
+def write_result(res: Result, fmt: str, out: IO[str] | None, output: Path | None, max_rows: int, width: int,
+                 quiet: bool = False) -> int:
+    """Write the result in fmt to output (a path) or out (a text stream); returns rows written. quiet: no note on
+    stderr when a table shows only the first max_rows rows."""
     if fmt == "parquet":
         if output is None:
             raise CurateError("--format parquet needs --output FILE.")
         return _write_parquet(res, output)
     if output is not None:
         with staged_file(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-            return write_result(res, fmt, fh, None, max_rows, width)
+            return write_result(res, fmt, fh, None, max_rows, width, quiet)
     assert out is not None
     n = 0
     if fmt == "csv":
@@ -167,7 +169,7 @@ def write_result(res: Result, fmt: str, out: IO[str] | None, output: Path | None
                 n += 1
         out.write("\n]\n" if n else "]\n")
     elif fmt == "table":
-        n = _write_table(res, out, max_rows, width)
+        n = _write_table(res, out, max_rows, width, quiet)
     else:
         raise CurateError(f"--format {fmt!r}: expected one of {', '.join(OUTPUT_FORMATS)}.")
     return n
@@ -187,25 +189,20 @@ def _write_parquet(res: Result, output: Path) -> int:
     return table.num_rows
 
 
-def _write_table(res: Result, out: IO[str], max_rows: int, width: int) -> int:
-    from rich.console import Console
-    from rich.table import Table
+def _write_table(res: Result, out: IO[str], max_rows: int, width: int, quiet: bool = False) -> int:
+    from .display import print_table
 
     rows = res.cursor.fetchmany(max_rows + 1)
     fetched = len(rows)  # one past max_rows tells whether there are more; that row counts too
     more = fetched > max_rows
     rows = rows[:max_rows]
-    table = Table(show_header=True, header_style="bold", show_lines=False)
-    for c in res.columns:
-        table.add_column(c, overflow="ellipsis", max_width=width)
-    for row in rows:
-        table.add_row(*("NULL" if v is None else _cell(v, width) for v in row))
-    console = Console(file=out, width=None if out.isatty() else 200)
-    console.print(table)
+    print_table(res.columns, ([("NULL" if v is None else _cell(v, width)) for v in row] for row in rows), file=out,
+                max_width=width)
     if more:
         total = fetched + sum(len(b) for b in res.batches())
-        print(f"showing the first {max_rows} of {total} rows; use --max-rows, or "
-              "--format csv/json/parquet for all of them", file=sys.stderr)
+        if not quiet:
+            print(f"showing the first {max_rows} of {total} rows; use --max-rows, or "
+                  "--format csv/json/parquet for all of them", file=sys.stderr)
         return total
     return len(rows)
 

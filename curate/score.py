@@ -75,7 +75,8 @@ select
     (select count(*) from gens join prefs using (pair_id)
         where trim(chosen) = '' or trim(rejected) = '') as empty_response_pairs,
     (select n from empty_gens) as empty_generations,
-    (select count(*) from needed anti join vecs on vecs.text_hash = needed.h) as missing_vectors
+    (select count(*) from needed anti join vecs on vecs.text_hash = needed.h) as missing_vectors,
+    (select count(*) from prefs anti join gens using (pair_id)) as pref_pairs_without_generations
 """
 
 
@@ -89,6 +90,7 @@ class ScoreResult:
     empty_response_pairs: int
     empty_generations: int
     not_pref: int
+    no_generation: int = 0  # pref pairs with no sample in this (branch, iteration): not scored
 
 
 def score(ws: Workspace, iteration: int, branch: str = "main", model: str | None = None) -> ScoreResult:
@@ -96,13 +98,13 @@ def score(ws: Workspace, iteration: int, branch: str = "main", model: str | None
 
     from .embedding import model_id_for
 
-    ws.require()
+    ws.require().check_writable()  # before any advice on what to run first: that would fail the same way
     model_id = model_id_for(ws, model)
     params = {"branch": branch, "iteration": iteration, "model_id": model_id}
     with ws.lock("curate score"):
         with ws.connect() as con:
             cov = dict(zip(
-                ("with_gens", "pref_with_gens", "empty_resp", "empty_gens", "missing"),
+                ("with_gens", "pref_with_gens", "empty_resp", "empty_gens", "missing", "no_gens"),
                 con.execute(COVERAGE_SQL, params).fetchall()[0],
             ))
             if cov["with_gens"] == 0:
@@ -142,4 +144,4 @@ def score(ws: Workspace, iteration: int, branch: str = "main", model: str | None
             "counts": {"samples": samples.height, "pairs": agg.height, **cov},
         })
     return ScoreResult(branch, iteration, model_id, samples.height, agg.height, cov["empty_resp"],
-                       cov["empty_gens"], cov["with_gens"] - cov["pref_with_gens"])
+                       cov["empty_gens"], cov["with_gens"] - cov["pref_with_gens"], cov["no_gens"])

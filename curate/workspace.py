@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .atomic import write_text
-from .errors import CurateError, WorkspaceBusy
+from .errors import CurateError, WorkspaceBusy, WorkspaceNotWritable
 from .tables import TABLES, empty_select
 
 if TYPE_CHECKING:
@@ -121,14 +121,36 @@ class Workspace:
         return [self.tables_dir / rel for rel in rels]
 
     # -- locking -------------------------------------------------------------------------
+    def not_writable(self, e: OSError) -> WorkspaceNotWritable:
+        """The one message every write path gives when the workspace's storage refuses to be written."""
+        blocker = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else \
+            (e.strerror or str(e))
+        return WorkspaceNotWritable(
+            f"workspace {self.root} is not writable ({why}). Commands that only read it (sql, info, subsets, explain, "
+            "export) still work; to write, copy it to writable storage or point --workspace at another folder.")
+
+    def check_writable(self) -> "Workspace":
+        """Raise WorkspaceNotWritable unless the workspace can take its lock (and so be written)."""
+        with self.lock("check"):
+            return self
+
+    def reports_dir(self) -> Path:
+        """<workspace>/reports, where figures and pages go by default; refused where the workspace is read-only."""
+        self.check_writable()
+        return self.root / "reports"
+
     @contextlib.contextmanager
     def lock(self, command: str | None = None) -> Iterator["Workspace"]:
         """Hold the workspace's write lock; a second writer gets a clear message, not corruption."""
         if self._lock_fh is not None:  # re-entrant within one process
             yield self
             return
-        self.init()
-        fh = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            self.init()
+            fh = open(self.lock_path, "a+", encoding="utf-8")
+        except OSError as e:  # read-only storage, no permission, a file where a folder should be
+            raise self.not_writable(e) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -186,6 +208,20 @@ class Workspace:
                 tx.abort()
                 raise
             tx.commit()
+
+    @contextlib.contextmanager
+    def created_or_not(self) -> Iterator["Workspace"]:
+        """Around a step that may create the workspace: if it fails, a folder it created is removed again, so a
+        mistyped path or a bad first input leaves no empty skeleton behind."""
+        fresh = not self.root.exists()
+        try:
+            yield self
+        except BaseException:
+            if fresh:
+                import shutil
+
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     def write_manifest(self, kind: str, step_id: str, payload: dict) -> Path:
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +307,9 @@ class Workspace:
                 if self._catalog_fresh(con, state):
                     return con
                 con.close()
-                with contextlib.suppress(WorkspaceBusy):
+                # a stale catalog is refreshed when the workspace can be written; a reader of a busy or
+                # read-only (copied, mounted) workspace gets the same views in memory instead
+                with contextlib.suppress(WorkspaceBusy, WorkspaceNotWritable):
                     with self.lock("catalog refresh"):
                         if self.refresh_catalog(state):
                             with contextlib.suppress(duckdb.Error):

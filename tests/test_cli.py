@@ -217,3 +217,33 @@ def test_the_workspace_option_on_the_group_and_on_each_command(cli, filled_ws, t
     assert json.loads(r.stdout) == [{"n": 6}]
     r = cli("-w", tmp_path / "none", "sql", "select 1")  # the group's -w beats the environment
     assert r.exit_code == 1 and f"No curate workspace at {tmp_path / 'none'}" in r.stderr
+
+
+# -- one set of options (issue 13) ----------------------------------------------------------------------
+LEAVES = [(path, cmd) for path, cmd in ALL_COMMANDS if not isinstance(cmd, click.Group)]
+
+
+def option_names(cmd: click.Command) -> set[str]:
+    return {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
+
+
+@pytest.mark.parametrize("path, cmd", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
+def test_every_command_has_the_shared_options(path, cmd):
+    """-w/--workspace, -q/--quiet and --json on every command, meaning the same thing everywhere."""
+    names = option_names(cmd)
+    assert {"-w", "--workspace", "-q", "--quiet", "--json"} <= names, f"curate {' '.join(path)} lacks " \
+        f"{sorted({'-w', '--workspace', '-q', '--quiet', '--json'} - names)}"
+
+
+def test_a_short_flag_means_one_thing_across_commands():
+    meaning: dict[str, set[str]] = {}
+    for _, cmd in LEAVES:
+        for p in cmd.params:
+            if not isinstance(p, click.Option):
+                continue
+            long = next((o for o in p.opts if o.startswith("--")), p.name)
+            for o in p.opts:
+                if not o.startswith("--"):
+                    meaning.setdefault(o, set()).add(long)
+    assert {k: v for k, v in meaning.items() if len(v) > 1} == {}
+    assert meaning["-p"] == {"--param"} and meaning["-o"] == {"--output"} and meaning["-s"] == {"--strategy"}

@@ -86,9 +86,9 @@ def test_interrupted_run_resumes_where_it_stopped(small_ws):
 
     def progress(total):
         def advance(n):
-            calls.append(n)
-            if len(calls) == 2:
-                raise KeyboardInterrupt
+            calls.append(n)  # once per batch; a shard of 5 texts is one batch here
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # while the third shard is being encoded
 
         return advance
 
@@ -108,6 +108,15 @@ def test_onnx_and_torch_give_the_same_vectors(small_ws):
     assert a.shape == b.shape == (N_PAIRS, 384)
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert float((a * b).sum(1).min()) > 0.99999
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_progress_moves_batch_by_batch(small_ws, backend):
+    """`curate embed` showed 0/4580 for its whole first shard (issue 13): the encoders now report each batch."""
+    texts = [r[0] for r in query(small_ws.root, "select chosen from pairs order by source_row")] * 3
+    done: list[int] = []
+    load_encoder(resolve(None), backend).encode(texts, batch_size=8, on_batch=done.append)
+    assert sum(done) == len(texts) and len(done) > 1 and max(done) <= 32
 
 
 def test_scores_match_a_hand_computed_cosine(small_ws):

@@ -174,11 +174,11 @@ def test_an_existing_target_is_refused_without_force_and_replaced_with_force(ews
     with pytest.raises(CurateError) as e:
         export_subset(ews, SPLIT_EVEN)
     assert str(e.value) == (f"datasets_out/{SPLIT_EVEN} already exists: pass --force to replace it, or choose "
-                            "another --to PATH.")
+                            "another --output PATH.")
     assert (first.path / "stale.txt").exists()
     r = cli("export", SPLIT_EVEN, "-w", ews.root)
     assert r.exit_code == 1 and r.stderr == (f"Error: datasets_out/{SPLIT_EVEN} already exists: pass --force to "
-                                             "replace it, or choose another --to PATH.\n")
+                                             "replace it, or choose another --output PATH.\n")
 
     r = cli("export", SPLIT_EVEN, "-w", ews.root, "--force")
     assert r.exit_code == 0, r.output
@@ -302,7 +302,7 @@ def test_cli_hub_push_alone_writes_no_local_copy_and_never_shows_the_token(ews, 
 def test_cli_hub_push_with_to_exports_locally_and_pushes_the_same_bytes(ews, hub, monkeypatch, cli):
     with_token(monkeypatch)
 
-    r = cli("export", SPLIT_EVEN, "-w", ews.root, "--hub", "me/ds", "--to", "local/ds", "-q")
+    r = cli("export", SPLIT_EVEN, "-w", ews.root, "--hub", "me/ds", "--output", "local/ds", "-q")
 
     assert r.exit_code == 0, r.output
     assert (r.stdout, r.stderr) == (f"local/ds\n{hub.url}/datasets/me/ds\n", "")
@@ -335,7 +335,7 @@ def test_hub_errors_are_clear(ews, hub, monkeypatch, cli):
 
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(CurateError, match=rf"^Could not reach the Hugging Face Hub at http://127.0.0.1:{port} \(.*\)"
-                                          r"\. Check the network, or HF_ENDPOINT .* export locally with --to PATH"):
+                                          r"\. Check the network, or HF_ENDPOINT .* export locally with --output PATH"):
         push_to_hub(folder, "me/ds")
 
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if the hub extra were not installed

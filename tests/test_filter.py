@@ -187,7 +187,7 @@ def test_bad_input_messages(fws, cli):
         run_filter(fws, sql_file=strategy_path("overall"), iteration=1, user_params={"eps": 0.1})
     r = cli("filter", "-w", fws.root, "-s", "bogus")
     assert r.exit_code == 2 and "'bogus' is not one of 'frft', 'overall', 'split-even'" in r.stderr
-    r = cli("explain", "abc", "-s", "nope", "-w", fws.root)
+    r = cli("explain", "abc", "--subset", "nope", "-w", fws.root)
     assert r.exit_code == 1 and "No subset named 'nope'. There are none yet" in r.stderr
 
 
@@ -213,7 +213,7 @@ def test_explain_split_even_halves_and_unscored_pairs(fws, cli):
     run_filter(fws, "positive", eps=0.2, size=3, iteration=2, name="it2")
     e = explain(fws, fws.ids["p0"], "it2")
     assert e["reason"] == "not scored: it has no generation in branch 'main', iteration 2"
-    r = cli("explain", fws.ids["p9"], "-s", "frft-split-even-it1", "-w", fws.root)
+    r = cli("explain", fws.ids["p9"], "--subset", "frft-split-even-it1", "-w", fws.root)
     assert r.exit_code == 0 and "IN: picked by pos at rank 2 of 4 with score 0.9688" in r.stdout
 
 

@@ -264,3 +264,17 @@ def test_the_offline_default_policy_end_to_end(cli, gws, monkeypatch, session_ca
     rows = query(gws.root, "select policy, text, params from generations")
     assert len(rows) == 2 and rows[0][0].startswith("smollm2-135m-") and all(t.strip() for _, t, _ in rows)
     assert json.loads(rows[0][2])["chat_template"] is True
+
+
+def test_an_imported_label_and_a_resolved_model_are_told_apart(gws, tiny, cli, tmp_path):
+    """`generations import --policy smollm2-135m` then `generate --model smollm2-135m` was refused as "another
+    policy" with no word on how the two differ (issue 13): the message now says what each one is."""
+    folder = str(tiny[0])
+    prompts = query(gws.root, "select distinct prompt from pairs")
+    path = write_jsonl(tmp_path / "gens.jsonl", [{"prompt": p, "generation": "an answer"} for (p,) in prompts])
+    assert cli("generations", "import", path, "-i", "1", "--policy", folder, "-w", gws.root, "-q").exit_code == 0
+    r = cli("generate", "--model", folder, "-i", "1", "-w", gws.root, "--max-new-tokens", "4", "-q")
+    assert r.exit_code == 1
+    assert f"a label given to `curate generations import --policy {folder}`. --model {folder} resolves to the " \
+           "model tiny-policy" in r.stderr.replace("\n", " ")
+    assert "Importing with --policy tiny-policy" in r.stderr.replace("\n", " ")

@@ -4,6 +4,7 @@ sample numbering, policy guard and --overwrite, idempotent re-import, Parquet, p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -202,11 +203,17 @@ def test_bad_rows_go_to_rejects_with_reasons(filled_ws, tmp_path):
                                   "non_str_field:generation": 1, "unmatched_generation": 1, "not_an_object": 1}
 
 
-def test_an_empty_file_is_an_error(filled_ws, tmp_path):
+def test_an_empty_file_lands_nothing_and_says_so_as_ingest_does(filled_ws, tmp_path, cli):
+    """One behaviour for an empty file (issue 13): nothing lands, the step is recorded, and the CLI warns."""
     path = write_jsonl(tmp_path / "g.jsonl", ["", ""])
     for match in ("auto", "prompt"):
-        with pytest.raises(CurateError, match="the file has no rows"):
-            import_generations(Workspace(filled_ws), path, iteration=1, policy="p", match=match)
+        res = import_generations(Workspace(filled_ws), path, iteration=1, policy="p", match=match)
+        assert (res.read, res.imported) == (0, 0) and Path(res.manifest).is_file()
+    r = cli("generations", "import", path, "-i", "1", "--policy", "p", "-w", filled_ws)
+    assert r.exit_code == 0 and "warning: nothing was imported: g.jsonl has no rows" in r.stderr
+    empty = write_jsonl(tmp_path / "data" / "helpful-base" / "empty.jsonl", ["", ""])
+    r = cli("ingest", empty, "-w", filled_ws)
+    assert r.exit_code == 0 and "warning: nothing was ingested: empty.jsonl has no rows" in r.stderr
 
 
 def test_text_field_option(filled_ws, tmp_path):
@@ -248,9 +255,8 @@ def test_usage_errors(cli, filled_ws, tmp_path):
     assert (r.exit_code, r.stderr) == (1, "Error: --iteration 0: iterations are numbered from 1.\n")
     r = cli("generations", "import", tmp_path / "missing.jsonl", "-i", "1", "--policy", "p", "-w", filled_ws)
     assert (r.exit_code, r.stderr) == (1, f"Error: {tmp_path / 'missing.jsonl'}: no such file.\n")
-    r = cli("generations", "import", path, "-i", "1", "--policy", "p", "--param", "temperature", "-w", filled_ws)
-    assert (r.exit_code, r.stderr) == (
-        1, "Error: --param 'temperature': write NAME=VALUE, e.g. --param temperature=0.7.\n")
+    r = cli("generations", "import", path, "-i", "1", "--policy", "p", "-w", filled_ws, "--param", "temperature")
+    assert r.exit_code == 2 and "Option '--param' requires 2 arguments" in r.stderr  # -p NAME VALUE, as in sql
     keyless = write_jsonl(tmp_path / "k.jsonl", [{"question": "q", "generation": "x"}])
     r = cli("generations", "import", keyless, "-i", "1", "--policy", "p", "-w", filled_ws)
     assert (r.exit_code, r.stderr) == (

@@ -55,7 +55,7 @@ def test_the_frft_selection_end_to_end(cli, real_files, tmp_path, monkeypatch):
     assert got == expect and len(got) > 0
 
     first = got[0]
-    r = cli("explain", first, "-s", "frft-positive-it1", "-w", ws, "--json")
+    r = cli("explain", first, "--subset", "frft-positive-it1", "-w", ws, "--json")
     ok(r)
     assert json.loads(r.stdout)["reason"].startswith("picked by pos at rank 1 of")
 

@@ -127,14 +127,16 @@ def test_intersect_needs_two_iterations(rws, filled_ws):
     assert str(e.value) == (
         "`curate report intersect` compares the subsets one strategy picks in different iterations, but on branch "
         "'main' each strategy has subsets in one iteration only (overall: iteration 1; split-even: iteration 1; "
-        "positive: iteration 1). Score and filter another iteration first, e.g. `curate score --iteration 2 "
-        "--branch main` then `curate filter --strategy overall --iteration 2 --branch main`."
-    )
+        "positive: iteration 1). Make iteration 2's first: sample the policy (`curate generate --iteration 2 "
+        "--branch main`, or `curate generations import FILE --iteration 2 --policy NAME --branch main`), then "
+        "`curate embed`, `curate score --iteration 2 --branch main` and `curate filter --strategy overall "
+        "--iteration 2 --branch main`."
+    )  # the hint starts from sampling: scoring iteration 2 before anything is generated fails (issue 13)
     with pytest.raises(CurateError, match=r"\(positive: iteration 1\)\. .*"
                                           r"`curate filter --strategy positive --iteration 2`\.$"):
         intersect(rws, strategies=["positive"])
-    with pytest.raises(CurateError, match=r"there are no subsets yet: make one per iteration with "
-                                          r"`curate score --iteration N` then `curate filter --strategy overall"):
+    with pytest.raises(CurateError, match=r"there are no subsets yet\. For each iteration N: sample the policy "
+                                          r"\(`curate generate --iteration N`, .* `curate filter --strategy overall"):
         intersect(Workspace(filled_ws))
     with pytest.raises(CurateError, match=r"No subsets of strategy 'nosuch'\. The strategies with subsets are: "
                                           r"overall, positive, split-even\."):

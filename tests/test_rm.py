@@ -257,6 +257,8 @@ def test_cli_train_and_eval(cli, trained, rm_ws, base, tmp_path):
     assert r.stdout == f"{tmp_path / 'rm'}\n"
     assert "trained on 64 of 64 rows (0 dropped as too long, 0 truncated)" in r.stderr
     assert json.loads((tmp_path / "rm" / "curate_train.json").read_text())["config"]["label_smoothing"] == 0.1
+    # off a terminal: no tqdm bars and no printed metric dictionaries among curate's lines (issue 13)
+    assert "it/s]" not in r.stderr and "{'loss'" not in r.stderr and "'train_runtime'" not in r.stderr
 
     r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root)
     assert r.exit_code == 0, r.output

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import click
 
-from .options import err, quiet_option, workspace_option
-
-FORMATS = ("folder", "parquet", "jsonl")  # curate.export.FORMATS
-
+from ..export import FORMATS
+from .options import err, json_option, quiet_option, workspace_option
 
 
 @click.command("export")
@@ -15,26 +16,27 @@ FORMATS = ("folder", "parquet", "jsonl")  # curate.export.FORMATS
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="folder (default): a Hub dataset folder with a dataset card; parquet: one file with the "
                    "provenance in its metadata; jsonl: one file plus <file>.provenance.json.")
-@click.option("--to", "to", type=click.Path(), default=None,
+@click.option("--output", "-o", "to", type=click.Path(), default=None,
               help="Where to write (default: datasets_out/<subset>, or datasets_out/<subset>.<format>).")
 @click.option("--hub", "repo_id", default=None, metavar="REPO_ID",
               help="Push the dataset folder to this Hub dataset repo (token from HF_TOKEN or `hf auth login`). "
-                   "Alone it writes no local copy; with --to or --format it does both.")
+                   "Alone it writes no local copy; with --output or --format it does both.")
 @click.option("--private", is_flag=True, help="With --hub: make the Hub repo private.")
 @click.option("--force", is_flag=True, help="Replace an existing target (only once the new one is complete).")
 @workspace_option
+@json_option
 @quiet_option
-def export(subset, fmt, to, repo_id, private, force, workspace, quiet):
+def export(subset, fmt, to, repo_id, private, force, workspace, as_json, quiet):
     """Export a subset as a dataset for TRL's RewardTrainer, locally or to the Hub.
 
     One row per row of the subset, in rank order: prompt, chosen, rejected, pair_id, rank, score,
     picked_by, pos_sim, neg_sim, with the subset's provenance (dataset card, JSON, Parquet metadata).
-    stdout gets the path written and/or the Hub URL; the summary goes to stderr.
+    stdout gets the path written and/or the Hub URL (with --json, one JSON object); the summary goes to stderr.
 
     \b
     Examples:
       curate export frft-split-even-it1                          # datasets_out/frft-split-even-it1/
-      curate export frft-split-even-it1 --format parquet --to rm.parquet
+      curate export frft-split-even-it1 --format parquet --output rm.parquet
       curate export frft-split-even-it1 --hub me/frft-split-even --private
     """
     import tempfile
@@ -47,12 +49,13 @@ def export(subset, fmt, to, repo_id, private, force, workspace, quiet):
         raise click.UsageError("--private applies to --hub REPO_ID.")
     ws = Workspace(workspace)
     local = repo_id is None or fmt is not None or to is not None
-    result = None
+    result = url = None
     if local:
         result = export_subset(ws, subset, fmt or "folder", to, force, repo_id=repo_id)
         if not quiet:
             _summary(result)
-        click.echo(str(result.path))
+        if not as_json:
+            click.echo(str(result.path))
     if repo_id:
         if result is not None and result.format == "folder":
             url = _push(push_to_hub, result.path, repo_id, private, result, quiet)
@@ -60,7 +63,12 @@ def export(subset, fmt, to, repo_id, private, force, workspace, quiet):
             with tempfile.TemporaryDirectory(prefix="curate-export-") as tmp:
                 built = export_subset(ws, subset, "folder", Path(tmp) / "dataset", repo_id=repo_id)
                 url = _push(push_to_hub, built.path, repo_id, private, built, quiet)
-        click.echo(url)
+        if not as_json:
+            click.echo(url)
+    if as_json:
+        out = {"url": url} | ({k: v for k, v in dataclasses.asdict(result).items() if k != "provenance"}
+                             if result is not None else {})
+        click.echo(json.dumps(out, indent=2, default=str))
 
 
 def _push(push_to_hub, folder, repo_id, private, result, quiet) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from ..filters import FilterSettings
 from ..settings import click_options
-from .options import emit, err, output_options, quiet_option, workspace_option
+from .options import emit, err, json_option, output_options, param_option, quiet_option, workspace_option
 
 
 class StrategyChoice(click.Choice):
@@ -50,14 +49,13 @@ class StrategyOption(click.Option):
                                                       "positive), one subset each.")
 @click.option("--sql-file", type=click.Path(dir_okay=False), default=None,
               help="Your own filter: one SELECT returning pair_id (and optional rank, score, picked_by, reason).")
-@click.option("--param", "-p", "params", nargs=2, multiple=True, metavar="NAME VALUE",
-              help="Bind $NAME in --sql-file (repeatable); numbers and true/false/null are typed.")
+@param_option("Bind $NAME in --sql-file to VALUE.")
 @click_options(FilterSettings)
 @click.option("--iteration", "-i", type=int, default=None, help="Scored iteration (default: the latest).")
 @click.option("--branch", default="main", show_default=True, help="FRFT branch.")
 @click.option("--model", "-m", default=None, help="Embedding model_id (or its name prefix) when several scored.")
 @click.option("--name", default=None, help="Subset name (default frft-<strategy>-it<N>); an existing one is replaced.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result summary as JSON on stdout.")
+@json_option
 @quiet_option
 def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, iteration, branch, aggregate, distinct,
             model, name, as_json, quiet):
@@ -69,9 +67,8 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
       curate filter --all-strategies --eps 0.2 --iteration 2
       curate filter --sql-file my_filter.sql -p min_len 50
     """
+    from .. import strategies
     from ..filters import run_filter
-    from ..query import parse_value
-    from ..strategies import paper_parts
     from ..workspace import Workspace
 
     chosen = sum(x is not None and x is not False for x in (strategy, all_strategies or None, sql_file))
@@ -79,13 +76,21 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
         raise click.UsageError("give one of --strategy, --all-strategies or --sql-file.")
     if name and all_strategies:
         raise click.UsageError("--name names one subset; --all-strategies makes four (named frft-<strategy>-it<N>).")
+    halves = [s for s in strategies.names() if strategies.get(s).halves]
+    if distinct and strategy and strategy not in halves:
+        raise click.UsageError(f"--distinct applies to {', '.join(halves)} (a pair picked by both halves), not to "
+                               f"{strategy}.")
+    if distinct and all_strategies and not quiet:
+        err(f"note: --distinct applies to {', '.join(halves)} only")
     ws = Workspace(workspace)
-    runs = [dict(strategy=s) for s in paper_parts()] if all_strategies else [dict(strategy=strategy, sql_file=sql_file)]
+    runs = [dict(strategy=s) for s in strategies.paper_parts()] if all_strategies else \
+        [dict(strategy=strategy, sql_file=sql_file)]
     results = []
     for spec in runs:
+        own_sql = spec.get("strategy") is None  # a user's filter: run_filter checks that it uses $distinct
         r = run_filter(ws, **spec, eps=eps, size=size, iteration=iteration, branch=branch, aggregate=aggregate,
-                       distinct=distinct and spec.get("strategy") in (None, "split-even"), model=model, name=name,
-                       user_params={k: parse_value(v) for k, v in params})
+                       distinct=distinct and (own_sql or spec["strategy"] in halves), model=model, name=name,
+                       user_params=params)
         results.append(r)
         if not quiet:
             _summary(r)
@@ -104,9 +109,12 @@ def _summary(r) -> None:
         f"{r.seconds:.2f} s)")
     err(f"  of {c['scored']:,} scored pairs: pos_sim above the floor {c['pos_above_floor']:,}, neg_sim "
         f"{c['neg_above_floor']:,}, both {c['both_above_floor']:,}, either {c['either_above_floor']:,}")
-    if r.short:
+    if r.short and r.params["eps"] >= 2:  # the floor -1 lets every scored pair through: eps cannot help
+        err(f"  note: the subset has {r.rows:,} rows, fewer than --size {r.size:,}: at eps 2 every scored pair is a "
+            f"candidate, and {c['scored']:,} are scored. Generate (or import) and score samples for more prompts.")
+    elif r.short:
         err(f"  note: fewer candidates pass the floor than --size {r.size:,}: the subset has {r.rows:,} rows "
-            f"(raise --eps for more)")
+            f"(raise --eps, at most 2, for more)")
     if r.replaced:
         err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
 
@@ -119,7 +127,8 @@ def _summary(r) -> None:
 @output_options
 @click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in --format table.")
 @click.option("--width", type=int, default=40, show_default=True, help="Column width in --format table.")
-def subsets(name, workspace, fmt, output, max_rows, width):
+@quiet_option
+def subsets(name, workspace, fmt, output, max_rows, width, quiet):
     """List subsets with counts and parameters; with NAME, its pairs."""
     from ..query import run
     from ..subsets import LIST_SQL, PAIRS_SQL, list_params, subset_row
@@ -132,19 +141,17 @@ def subsets(name, workspace, fmt, output, max_rows, width):
         con, res = run(ws, PAIRS_SQL, {"subset_id": sid})
     else:
         con, res = run(ws, LIST_SQL, list_params())
-    try:
-        emit(res, fmt, output, max_rows, width)
-    finally:
-        con.close()
-
+    with con:
+        emit(res, fmt, output, max_rows, width, quiet)
 
 
 @click.command()
 @click.argument("pair_id")
-@click.option("--subset", "-s", required=True, help="Subset name (see `curate subsets`).")
+@click.option("--subset", required=True, help="Subset name (see `curate subsets`).")
 @workspace_option
-@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
-def explain(pair_id, subset, workspace, as_json):
+@json_option
+@quiet_option
+def explain(pair_id, subset, workspace, as_json, quiet):
     """Why PAIR_ID (full id or unique prefix) is in or out of a subset."""
     from ..explain import explain as run
     from ..workspace import Workspace
@@ -153,19 +160,10 @@ def explain(pair_id, subset, workspace, as_json):
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..display import line, print_table
 
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
-    for k, v in out.items():
-        if k in ("picks", "reason", "warning"):
-            continue
-        t.add_row(k, "" if v is None else str(v))
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
-    console.print(t)
-    verdict = "IN" if out["selected"] else "OUT"
-    console.print(f"[bold]{verdict}[/bold]: {out['reason']}", highlight=False)
-    if out.get("warning"):
+    print_table(["key", "value"], [(k, v) for k, v in out.items() if k not in ("picks", "reason", "warning")],
+                header=False, styles={0: "bold"})
+    line(f"{'IN' if out['selected'] else 'OUT'}: {out['reason']}")
+    if out.get("warning") and not quiet:
         err(f"warning: {out['warning']}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import click
 
 from ..generate import GenerateSettings
 from ..settings import click_options
-from .options import quiet_option, workspace_option
+from .options import json_option, quiet_option, workspace_option
 
 
 @click.command()
@@ -24,8 +27,9 @@ from .options import quiet_option, workspace_option
 @click.option("--shard-size", type=int, default=256, show_default=True,
               help="Prompts per committed shard (an interrupt loses at most one shard).")
 @click.option("--overwrite", is_flag=True, help="Replace the generations (branch, iteration) already holds.")
+@json_option
 @quiet_option
-def generate(workspace, model, revision, iteration, branch, where, split, device, shard_size, overwrite, quiet,
+def generate(workspace, model, revision, iteration, branch, where, split, device, shard_size, overwrite, as_json, quiet,
              **settings):
     """Sample the policy's response to the pref prompts (resumable).
 
@@ -39,14 +43,11 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
       curate generate --model gpt2-medium --iteration 1 --limit 5000 --samples 2 --seed 0
     """
     from ..generate import generate as run
-    from ..progress import generation_progress
+    from ..progress import generation_progress, quiet_libraries
     from ..settings import build
     from ..workspace import Workspace
 
-    if quiet:  # transformers' own bars (weight loading, the one-time GGUF conversion) go quiet too
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    quiet_libraries(quiet)  # transformers' own bars (weight loading, the one-time GGUF conversion) follow curate's
     g = build(GenerateSettings, settings)
     with generation_progress(quiet) as progress:
         r = run(Workspace(workspace), model, iteration=iteration, branch=branch, params=g.sampling(), revision=revision,
@@ -54,6 +55,8 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
                 where=where, split=split, limit=g.limit or None,
                 sample_fraction=g.sample_fraction if g.sample_fraction < 1 else None, overwrite=overwrite,
                 progress=progress)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(r), indent=2))
     if quiet:
         return
     rate = (f" in {r.seconds:.1f} s ({r.new_tokens / r.seconds:,.0f} new tokens/s)" if r.generated_prompts else "")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
-from .options import err, output_options, quiet_option, workspace_option
+from .options import err, json_option, output_options, param_option, quiet_option, workspace_option
 
 
 @click.group()
@@ -25,14 +26,14 @@ def generations():
                    "have it, else prompt).")
 @click.option("--text-field", default=None, metavar="KEY",
               help="Read the generation from KEY (default: 'generation', else 'text').")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Sampling parameter stored with every row (e.g. temperature=0.7); a row's own fields "
-                   "(temperature, top_k, ...) take precedence. Repeatable.")
+@param_option("Sampling parameter stored with every row (e.g. -p temperature 0.7); a row's own fields "
+              "(temperature, top_k, ...) take precedence.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the generations (branch, iteration) already has, whatever their policy.")
 @workspace_option
+@json_option
 @quiet_option
-def import_(path, iteration, policy, branch, match, text_field, params, overwrite, workspace, quiet):
+def import_(path, iteration, policy, branch, match, text_field, params, overwrite, workspace, as_json, quiet):
     """Import generations from a JSONL(.gz) or Parquet file, one per row.
 
     Rows carry `pair_id` or `prompt`, the text in `generation` or `text` (a list for several samples),
@@ -43,16 +44,23 @@ def import_(path, iteration, policy, branch, match, text_field, params, overwrit
     Examples:
       curate generations import ../shared/data/hh-rlhf/harmless-base/test.generations.smollm2-135m.jsonl \\
           --iteration 1 --policy smollm2-135m
-      curate generations import out.parquet -i 2 --branch rm2 --policy ckpt-ab12 --param temperature=0.7
+      curate generations import out.parquet -i 2 --branch rm2 --policy ckpt-ab12 -p temperature 0.7
     """
-    from ..generations import import_generations, parse_params
+    import dataclasses
+
+    from ..generations import import_generations
     from ..workspace import Workspace
 
     ws = Workspace(workspace)
     res = import_generations(ws, path, iteration=iteration, policy=policy, branch=branch, match=match,
-                             text_field=text_field, params=parse_params(params), overwrite=overwrite)
+                             text_field=text_field, params=params, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(res) | {"unmatched": res.unmatched}, indent=2, default=str))
     if quiet:
         return
+    if not res.imported and not res.already_present:
+        why = f"{Path(res.source).name} has no rows" if not res.read else "no row could be imported (see the rejects)"
+        err(f"warning: nothing was imported: {why}")
     line = (f"imported {res.imported:,} generations for {res.pairs:,} pairs "
             f"(branch {res.branch}, iteration {res.iteration}, policy {res.policy}, matched by {res.match})")
     if res.unmatched:
@@ -78,7 +86,8 @@ def _sql_str(s: str) -> str:
 @generations.command("list")
 @workspace_option
 @output_options
-def list_(workspace, fmt, output):
+@quiet_option
+def list_(workspace, fmt, output, quiet):
     """Count generations per branch, iteration and policy.
 
     Columns: generations (rows), pairs (distinct pairs), max_samples (most samples of one pair).

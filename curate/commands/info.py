@@ -6,13 +6,14 @@ import json
 
 import click
 
-from .options import workspace_option
+from .options import json_option, quiet_option, workspace_option
 
 
 @click.command()
 @workspace_option
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(workspace, as_json):
+@json_option
+@quiet_option
+def info(workspace, as_json, quiet):
     """Counts by source, subset, split and role; flags; rejects; table sizes."""
     from ..info import summary
     from ..workspace import Workspace
@@ -21,37 +22,32 @@ def info(workspace, as_json):
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..display import line, print_table
 
-    con = Console()
-    con.print(f"[bold]workspace[/] {s['workspace']}  ({s['ingests']} ingests)")
-    t = Table("table", "rows", title="tables", title_justify="left")
-    for name, n in s["tables"].items():
-        t.add_row(name, f"{n:,}")
-    con.print(t)
+    line(f"workspace {s['workspace']}  ({s['ingests']} ingests)")
+    print_table(["table", "rows"], [(name, f"{n:,}") for name, n in s["tables"].items()], title="tables")
     if s["pairs_by_source"]:
-        t = Table("source", "subset", "split", "role", "pairs", title="pairs", title_justify="left")
-        for r in s["pairs_by_source"]:
-            t.add_row(r["source"], str(r["subset"]), str(r["split"]), r["role"], f"{r['pairs']:,}")
-        con.print(t)
+        print_table(["source", "subset", "split", "role", "pairs"],
+                    [(r["source"], r["subset"], r["split"], r["role"], f"{r['pairs']:,}") for r in s["pairs_by_source"]],
+                    title="pairs")
     if s["flags"]:
-        t = Table("flag", "pairs", title="flags", title_justify="left")
-        for k, v in s["flags"].items():
-            t.add_row(k, f"{v:,}")
-        con.print(t)
+        print_table(["flag", "pairs"], [(k, f"{v:,}") for k, v in s["flags"].items()], title="flags")
     if s["rejects"]:
-        t = Table("source", "reason", "rows", title="rejects", title_justify="left")
-        for r in s["rejects"]:
-            t.add_row(r["source"], r["reason"], f"{r['rows']:,}")
-        con.print(t)
+        print_table(["source", "reason", "rows"], [(r["source"], r["reason"], f"{r['rows']:,}") for r in s["rejects"]],
+                    title="rejects")
 
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the contract as JSON.")
-def tables(name, as_json):
-    """The documented tables and their columns (the contract users' SQL can rely on)."""
+@workspace_option
+@json_option
+@quiet_option
+def tables(name, workspace, as_json, quiet):
+    """The documented tables and their columns (the contract users' SQL can rely on).
+
+    The contract is the same in every workspace; a workspace's own tables (made with `curate sql --write`)
+    are listed after it.
+    """
     from ..tables import TABLES
 
     if name is not None and name not in TABLES:
@@ -62,13 +58,25 @@ def tables(name, as_json):
                                         "columns": [{"name": c.name, "type": c.type, "doc": c.doc} for c in t.columns]}
                                for t in chosen}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..display import line, print_table
 
-    con = Console()
     for t in chosen:
-        tab = Table("column", "type", "meaning", title=f"{t.name}  (one row per {t.grain}; filled by {t.issue})",
-                    title_justify="left")
-        for c in t.columns:
-            tab.add_row(c.name, c.type, c.doc)
-        con.print(tab)
+        print_table(["column", "type", "meaning"], [(c.name, c.type, c.doc) for c in t.columns],
+                    title=f"{t.name}  (one row per {t.grain}; filled by {t.issue})", fold=("meaning",))
+    own = _own_tables(workspace) if name is None else []
+    if own and not quiet:
+        line(f"this workspace's own tables: {', '.join(own)}")
+
+
+def _own_tables(workspace) -> list[str]:
+    """Tables users made in the workspace's catalog (`curate sql --write`); none where there is no workspace."""
+    from ..tables import TABLES
+    from ..workspace import Workspace
+
+    ws = Workspace(workspace)
+    if not ws.exists:
+        return []
+    with ws.connect() as con:
+        names = [r[0] for r in con.execute("select table_name from duckdb_tables() where not internal "
+                                           "and table_name not like '\\_%' escape '\\' order by 1").fetchall()]
+    return [n for n in names if n not in TABLES]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import click
 
-from .options import err, quiet_option, workspace_option
+from .options import err, json_option, quiet_option, workspace_option
 
 
 @click.command()
@@ -24,8 +26,9 @@ from .options import err, quiet_option, workspace_option
               "Default for files: the parent folder's name.")
 @click.option("--split", default=None, help="Split name (hf: default train). Default for files: the file's stem.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for hf:ID.")
+@json_option
 @quiet_option
-def ingest(inputs, workspace, fmt, fields, sft_fraction, seed, skip_invalid, subset, split, revision, quiet):
+def ingest(inputs, workspace, fmt, fields, sft_fraction, seed, skip_invalid, subset, split, revision, as_json, quiet):
     """Ingest preference pairs from files, folders, globs or hf:ID.
 
     \b
@@ -45,7 +48,13 @@ def ingest(inputs, workspace, fmt, fields, sft_fraction, seed, skip_invalid, sub
             ws, list(inputs), fmt=fmt, fields=parse_fields(fields), sft_fraction=sft_fraction, seed=seed,
             skip_invalid=skip_invalid, subset=subset, split=split, revision=revision, progress=progress,
         )
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(res), indent=2, default=str))
     if not quiet:
+        if not res.added and not res.already_present:
+            why = "no row could be ingested (see the rejects)" if res.read else \
+                f"{', '.join(Path(s['source']).name for s in res.sources)} has no rows"
+            err(f"warning: nothing was ingested: {why}")
         rejected = sum(res.rejected.values())
         err(f"read {res.read:,} rows: {res.added:,} new pairs, {res.already_present:,} already in the workspace, "
             f"{rejected:,} rejected")

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import click
 
-from .options import output_options, quiet_option, workspace_option
+from .options import emit_frame, output_options, quiet_option, workspace_option
 
 
 @click.command()
 @workspace_option
 @click.option("--text", "-t", default=None, help="Query text (embedded with the workspace's model if not stored).")
-@click.option("--pair-id", "-p", default=None, help="Query with this pair's response (full id or a unique prefix).")
+@click.option("--pair-id", default=None, help="Query with this pair's response (full id or a unique prefix).")
 @click.option("--role", type=click.Choice(["chosen", "rejected", "generation"]), default="chosen", show_default=True,
               help="Which response of --pair-id to query with.")
 @click.option("--branch", default="main", show_default=True, help="Branch of the generation for --role generation.")
 @click.option("--iteration", "-i", type=int, default=None,
               help="Iteration of the generation for --role generation (default: the latest).")
-@click.option("--sample", type=int, default=0, show_default=True, help="Sample of the generation for --role generation.")
+@click.option("--sample", type=int, default=0, show_default=True,
+              help="Sample of the generation for --role generation.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of neighbours (distinct texts).")
 @click.option("--model", "-m", default=None, help="Embedding model (default: the only one in the workspace).")
 @click.option("--index", "index_kind", type=click.Choice(["auto", "flat", "ivf"]), default="auto", show_default=True,
@@ -38,8 +36,10 @@ def neighbors(workspace, text, pair_id, role, branch, iteration, sample, k, mode
     <workspace>/indexes/ and rebuilt when the vectors change.
     """
     from ..neighbors import neighbors as run
-    from ..query import frame_result, write_result
+    from ..progress import quiet_libraries
     from ..workspace import Workspace
+
+    quiet_libraries(quiet)
 
     def building():
         if not quiet:
@@ -52,10 +52,4 @@ def neighbors(workspace, text, pair_id, role, branch, iteration, sample, k, mode
         how = "built" if index.built else "loaded"
         click.echo(f"{index.kind} index over {index.size:,} vectors of {index.model_id} ({how} in "
                    f"{index.seconds:.2f} s)", err=True)
-    con, res = frame_result(hits if fmt != "table" else hits.drop("text_hash"))
-    try:
-        n = write_result(res, fmt, None if output else sys.stdout, Path(output) if output else None, k, width)
-    finally:
-        con.close()
-    if output and not quiet:
-        click.echo(f"wrote {n:,} rows to {output}", err=True)
+    emit_frame(hits if fmt != "table" else hits.drop("text_hash"), fmt, output, k, width, quiet)

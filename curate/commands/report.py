@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import json
 
 import click
 
-from .options import err, output_options, workspace_option
+from .options import emit_frame, err, json_option, output_options, quiet_option, workspace_option
 
 
 @click.group()
@@ -24,7 +23,8 @@ def report():
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="Also draw a heatmap of share_pairs per strategy to this PNG file.")
 @output_options
-def intersect(workspace, branch, strategies, png, fmt, output):
+@quiet_option
+def intersect(workspace, branch, strategies, png, fmt, output, quiet):
     """Overlap of a strategy's subsets in iterations i < j (the paper's Table 3).
 
     Each (strategy, iteration) is represented by its most recently created subset. share_pairs is
@@ -37,7 +37,6 @@ def intersect(workspace, branch, strategies, png, fmt, output):
       curate report intersect --strategy split-even --png overlap.png
       curate report intersect --format csv --output overlap.csv
     """
-    from ..query import frame_result, write_result
     from ..report import intersect as run
     from ..workspace import Workspace
 
@@ -45,19 +44,15 @@ def intersect(workspace, branch, strategies, png, fmt, output):
     if png:
         from ..report import intersect_heatmap
 
-        err(f"wrote the heatmap to {intersect_heatmap(df, png)}")
+        path = intersect_heatmap(df, png)
+        if not quiet:
+            err(f"wrote the heatmap to {path}")
     shown = df
     if fmt == "table":
         import polars as pl
 
         shown = df.with_columns(pl.col("share_pairs", "share_prompts", "jaccard_pairs").round(4))
-    con, res = frame_result(shown)
-    try:
-        n = write_result(res, fmt, None if output else sys.stdout, Path(output) if output else None, 10_000, 40)
-    finally:
-        con.close()
-    if output:
-        err(f"wrote {n:,} rows to {output}")
+    emit_frame(shown, fmt, output, quiet=quiet)
 
 
 @report.command()
@@ -71,9 +66,11 @@ def intersect(workspace, branch, strategies, png, fmt, output):
 @click.option("--aggregate", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
               help="With several samples per prompt: their mean or max similarity.")
 @click.option("--model", "-m", default=None, help="Embedding model_id (or its name prefix) when several scored.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="PNG file (default: <workspace>/reports/cdf-it<N...>.png).")
-def cdf(workspace, iterations, branch, eps, aggregate, model, output):
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Where to draw the figure (default: <workspace>/reports/cdf-it<N...>.png).")
+@output_options
+@quiet_option
+def cdf(workspace, iterations, branch, eps, aggregate, model, png, fmt, output, quiet):
     """CDF of pos_sim and neg_sim per iteration (the paper's Figure 2), as a PNG.
 
     Prints n, mean, median, p90 and the share above the floor 1 - eps per iteration and measure.
@@ -81,23 +78,22 @@ def cdf(workspace, iterations, branch, eps, aggregate, model, output):
     \b
     Examples:
       curate report cdf
-      curate report cdf --iteration 1 --iteration 2 --eps 0.2 --output fig2.png
+      curate report cdf --iteration 1 --iteration 2 --eps 0.2 --png fig2.png --format csv
     """
     import polars as pl
 
-    from ..query import frame_result, write_result
     from ..report import cdf as run
     from ..workspace import Workspace
 
     rep = run(Workspace(workspace), iterations=list(iterations) or None, branch=branch, eps=eps,
-              aggregate=aggregate, model=model, output=output)
-    stats = rep.stats.with_columns(pl.col("mean", "median", "p90", "above_floor").round(4))
-    con, res = frame_result(stats)
-    try:
-        write_result(res, "table", sys.stdout, None, 10_000, 40)
-    finally:
-        con.close()
-    err(f"wrote {rep.path}")
+              aggregate=aggregate, model=model, output=png)
+    stats = rep.stats
+    if fmt == "table":
+        stats = stats.with_columns(pl.col(c).round(4) for c in stats.columns if c in ("mean", "median", "p90")
+                                   or c.startswith("above"))
+    emit_frame(stats, fmt, output, quiet=quiet)
+    if not quiet:
+        err(f"wrote {rep.path}")
 
 
 @report.command()
@@ -108,7 +104,9 @@ def cdf(workspace, iterations, branch, eps, aggregate, model, output):
               help="Similarity floor 1 - eps drawn in the figures and used for the above_floor shares "
                    "(default: the eps the subsets were made with, one floor per distinct eps; 0.2 when no "
                    "subset says).")
-def html(workspace, output, eps):
+@json_option
+@quiet_option
+def html(workspace, output, eps, as_json, quiet):
     """One self-contained HTML report, readable offline.
 
     Run summary (tables, steps), subset sizes, similarity histograms and CDF, the overlap
@@ -118,4 +116,8 @@ def html(workspace, output, eps):
     from ..report import html_report
     from ..workspace import Workspace
 
-    err(f"wrote {html_report(Workspace(workspace), output=output, eps=eps)}")
+    path = html_report(Workspace(workspace), output=output, eps=eps)
+    if as_json:
+        click.echo(json.dumps({"html": str(path)}))
+    if not quiet:
+        err(f"wrote {path}")

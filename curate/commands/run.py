@@ -16,12 +16,14 @@ from .options import err, quiet_option, workspace_option
               help="TOML config (see configs/demo.toml and configs/frft-hh.toml).")
 @click.option("--data", "data", multiple=True, metavar="PATH",
               help="Use these preference files (or hf:IDs) instead of the config's [data] sources. Repeatable.")
+@workspace_option
 @click.option("--resume", is_flag=True, help="Continue the run: steps that are done are skipped (and say so).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and a cost estimate (texts, tokens, steps, time); "
               "run nothing.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the estimate as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON: the estimate with --dry-run, "
+              "else what the run's report made (paths, the intersection rows).")
 @quiet_option
-def run(config_path, data, resume, dry_run, as_json, quiet):
+def run(config_path, data, workspace, resume, dry_run, as_json, quiet):
     """Run FRFT(alpha) end to end from a TOML config.
 
     SFT, then per iteration: generate, embed, score, and per strategy filter, reward model and PPO.
@@ -41,16 +43,17 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
     cfg = load(config_path)
     if data:
         cfg.data.sources = list(data)
+    if workspace:  # -w, or the group's: instead of [run] workspace
+        cfg.run.workspace = workspace
     if dry_run:
         _dry_run(cfg, as_json)
         return
-    from rich.console import Console
-
+    from ..display import console as make_console
     from ..run.plan import Runner
 
-    console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+    console = make_console(stderr=True, width=None if sys.stderr.isatty() else 160)
     runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else
-                    (lambda m: console.print(m, markup=False, soft_wrap=True)))
+                    (lambda m: console.print(m, soft_wrap=True)))
     if not quiet:
         from ..run.estimate import estimate
 
@@ -72,11 +75,15 @@ def run(config_path, data, resume, dry_run, as_json, quiet):
     report = runner.done.get(runner.report_key, {})
     if not quiet:
         _summary(runner, report, console)
-    click.echo(report.get("html", ""))
+    if as_json:
+        click.echo(json.dumps({"run": runner.run_id, "ran": runner.ran, "skipped": runner.skipped, **report},
+                              indent=2, default=str))
+    else:
+        click.echo(report.get("html", ""))
 
 
 def _summary(runner, report: dict, console) -> None:
-    from rich.table import Table
+    from ..display import table
 
     err(f"\nrun {runner.run_id!r} finished: {len(runner.ran)} steps run, {len(runner.skipped)} skipped as done")
     rows = report.get("intersect_rows") or []
@@ -84,10 +91,8 @@ def _summary(runner, report: dict, console) -> None:
         cols = ["strategy", "iteration_a", "iteration_b", "pairs_a", "pairs_b", "common_pairs", "share_pairs",
                 "jaccard_pairs"]
         cols = [c for c in cols if c in rows[0]]
-        t = Table(*cols, title="subsets of iteration a and b: how much they intersect", title_justify="left")
-        for r in rows:
-            t.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
-        console.print(t)
+        console.print(table(cols, ([f"{r[c]:.3f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows),
+                            title="subsets of iteration a and b: how much they intersect"))
     ws = runner.ws.root
     err(f"  subsets:       {', '.join(report.get('subsets', []))}  (curate subsets -w {ws})")
     for key, what in (("intersect", "intersection"), ("intersect_png", "  as a plot"), ("cdf", "CDF plot"),
@@ -99,40 +104,38 @@ def _summary(runner, report: dict, console) -> None:
 
 
 def _dry_run(cfg, as_json: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    from ..display import console as make_console
+    from ..display import table
     from ..run.estimate import estimate
 
     est = estimate(cfg)
     if as_json:
         click.echo(json.dumps(est, indent=2))
         return
-    console = Console(highlight=False, width=160)
+    console = make_console(width=160)
 
     def n(v) -> str:
         return "?" if v is None else f"{v:,}"
 
     console.print(f"run {est['run']!r} in {est['workspace']}: {n(est['pref_pairs'])} pref pairs, "
-                  f"{n(est['sft_pairs'])} sft pairs (counts from {est['counts_from']})", markup=False)
-    t = Table("iteration", "policies sampled", "prompts", "tokens to generate", "texts to embed", "RM steps",
-              "PPO steps", "expected time", title="work per iteration (all branches)", title_justify="left")
+                  f"{n(est['sft_pairs'])} sft pairs (counts from {est['counts_from']})")
+    rows = []
     for it in est["iterations"]:
         secs = it["seconds"]
         known = sum(v for v in secs.values() if v is not None)
         unknown = [k for k, v in secs.items() if v is None]
-        t.add_row(str(it["iteration"]), str(it["policies_sampled"]), n(it["prompts"]), n(it["tokens_to_generate"]),
-                  n(it["texts_to_embed"]), n(it["rm_steps"]), n(it["ppo_steps"]),
-                  _duration(known) + (f" + {', '.join(unknown)}" if unknown else ""))
-    console.print(t)
+        rows.append((it["iteration"], it["policies_sampled"], n(it["prompts"]), n(it["tokens_to_generate"]),
+                     n(it["texts_to_embed"]), n(it["rm_steps"]), n(it["ppo_steps"]),
+                     _duration(known) + (f" + {', '.join(unknown)}" if unknown else "")))
+    console.print(table(["iteration", "policies sampled", "prompts", "tokens to generate", "texts to embed",
+                         "RM steps", "PPO steps", "expected time"], rows, title="work per iteration (all branches)"))
     sft = "?" if est["sft_seconds"] is None else _duration(est["sft_seconds"])
     console.print(f"SFT: {n(est['sft_rows'])} rows, {sft}. Total: {'about' if est['complete'] else 'at least'} "
-                  f"{_duration(est['total_seconds'])} (tokens are an upper bound: responses may stop early).",
-                  markup=False)
+                  f"{_duration(est['total_seconds'])} (tokens are an upper bound: responses may stop early).")
     console.print("throughput used (the defaults were measured with SmolLM2-135M and all-MiniLM-L6-v2 on a 2-core "
-                  "CPU; a finished run in this workspace replaces them with its own):", markup=False)
+                  "CPU; a finished run in this workspace replaces them with its own):")
     for k, v in est["throughput"].items():
-        console.print(f"  {k:<24} {v['value']:>10,.2f}  ({v['from']})", markup=False)
+        console.print(f"  {k:<24} {v['value']:>10,.2f}  ({v['from']})")
 
 
 def _duration(seconds: float) -> str:
@@ -149,7 +152,8 @@ def _duration(seconds: float) -> str:
               help="Read the workspace and run name from this config.")
 @click.option("--run", "run_id", default=None, help="Show only this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON lines.")
-def runs(workspace, config_path, run_id, as_json):
+@quiet_option
+def runs(workspace, config_path, run_id, as_json, quiet):
     """The steps of `curate run`: lineage from subset to RM to policy.
 
     Each step with what it started from and what it made, its status and time.
@@ -176,23 +180,16 @@ def runs(workspace, config_path, run_id, as_json):
         return
     rows = lineage_rows(ws, run_id)
     if not rows:
+        if quiet:
+            return
         err(f"No runs{' named ' + repr(run_id) if run_id else ''} in {ws.root}: start one with "
             "`curate run --config configs/demo.toml`.")
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..display import literal, print_table
 
-    t = Table("run", "step", "branch", "it", "status", "from", "made", "s", title=f"runs in {ws.root} (paths "
-              "relative to it)", title_justify="left")
-    for col in t.columns[5:7]:
-        col.overflow = "fold"
-    for r in rows:
-        t.add_row(r["run_id"], r["step"], r["branch"], str(r["iteration"]), _status(r["status"]), r["from"], r["made"],
-                  f"{r['seconds']:.1f}" if r["seconds"] is not None else "")
-    Console(width=200).print(t)
-
-
-def _status(status: str) -> str:
-    return {"done": "[green]done[/]", "running": "[yellow]running[/]", "failed": "[red]failed[/]",
-            "interrupted": "[red]interrupted[/]"}.get(status, status)
+    colour = {"done": "green", "running": "yellow", "failed": "red", "interrupted": "red"}
+    print_table(["run", "step", "branch", "it", "status", "from", "made", "s"],
+                [(r["run_id"], r["step"], r["branch"], r["iteration"], literal(r["status"], colour.get(r["status"])),
+                  r["from"], r["made"], f"{r['seconds']:.1f}" if r["seconds"] is not None else "") for r in rows],
+                title=f"runs in {ws.root} (paths relative to it)", fold=("from", "made"))
 

@@ -10,7 +10,7 @@ from ..settings import build, click_options
 from ..train.ppo import PPOConfig
 from ..train.rm import RMConfig
 from ..train.sft import SFTConfig
-from .options import err, workspace_option
+from .options import err, json_option, quiet_option, workspace_option
 
 
 @click.group("train")
@@ -20,7 +20,8 @@ def train():
 
 @train.command("rm")
 @click_options(RMConfig)
-def rm(**values):
+@json_option
+def rm(as_json, **values):
     """Train a Bradley-Terry reward model on a subset (TRL RewardTrainer).
 
     \b
@@ -39,12 +40,13 @@ def rm(**values):
         acc = f", accuracy {r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else ""
         err(f"trained on {r.trained_rows:,} of {r.rows:,} rows ({r.dropped_long:,} dropped as too long, "
             f"{r.truncated:,} truncated): loss {r.metrics['train_loss']:.4f}{acc}, {r.seconds:.1f} s")
-    click.echo(str(r.output))
+    _result(r, as_json)
 
 
 @train.command("sft")
 @click_options(SFTConfig)
-def sft(**values):
+@json_option
+def sft(as_json, **values):
     """Fine-tune a causal LM on the sft pairs (TRL SFTTrainer).
 
     Each row is the prompt and its chosen response, the loss on the response.
@@ -62,15 +64,26 @@ def sft(**values):
         steps = r.metrics["steps"]
         err(f"fine-tuned for {steps:,} step{'s' * (steps != 1)} on {r.metrics['rows_seen']:,} rows (of {r.rows:,} "
             f"sft pairs, {r.truncated:,} truncated): loss {r.metrics['train_loss']:.4f}, {r.seconds:.1f} s")
-    click.echo(str(r.output))
+    _result(r, as_json)
+
+
+def _result(r, as_json: bool) -> None:
+    """stdout: the checkpoint's folder, or with --json what the trainer recorded about it."""
+    if as_json:
+        click.echo(json.dumps({"output": str(r.output), "seconds": round(r.seconds, 3), **r.record}, indent=2,
+                              default=str))
+    else:
+        click.echo(str(r.output))
 
 
 @train.command("ppo")
 @click_options(PPOConfig)
-def ppo(**values):
+@json_option
+def ppo(as_json, **values):
     """Train a policy with PPO against a reward model (curate/train/ppo.py).
 
-    Every knob of PPOConfig is an option; one JSON line per step goes to stdout.
+    Every knob of PPOConfig is an option; one JSON line per step goes to stdout (with --json, one JSON object
+    at the end instead: the checkpoint and the per-step log).
 
     \b
     Example:
@@ -79,7 +92,9 @@ def ppo(**values):
     from ..train.ppo import train_ppo
 
     config = build(PPOConfig, values)
-    result = train_ppo(config, on_step=lambda row: click.echo(json.dumps(row)))
+    result = train_ppo(config, on_step=None if as_json else (lambda row: click.echo(json.dumps(row))))
+    if as_json:
+        click.echo(json.dumps({"output": str(result.output), "step": result.step, "history": result.history}, indent=2))
     if not config.quiet:
         err(f"trained to step {result.step}; checkpoint in {result.output}")
 
@@ -99,9 +114,10 @@ def eval_():
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Pairs per forward pass.")
 @click.option("--max-length", type=int, default=1024, show_default=True,
               help="Longer transcripts keep their last N tokens (the prompt is cut from the left).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @workspace_option
-def eval_rm(reward, split, where, subset, limit, batch_size, max_length, as_json, workspace):
+@quiet_option
+def eval_rm(reward, split, where, subset, limit, batch_size, max_length, as_json, workspace, quiet):
     """Accuracy and mean margin of a reward model on held-out pairs.
 
     Accuracy counts r_chosen > r_rejected; the margin is r_chosen - r_rejected.
@@ -118,11 +134,9 @@ def eval_rm(reward, split, where, subset, limit, batch_size, max_length, as_json
     if as_json:
         click.echo(json.dumps(res, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..display import print_table
 
     sel = res["selection"]
-    t = Table("reward model", "pairs", "accuracy", "mean margin",
-              title=f"held-out: {sel.get('where') or sel.get('selection')}", title_justify="left")
-    t.add_row(str(res["reward_model"]), f"{res['pairs']:,}", f"{res['accuracy']:.4f}", f"{res['mean_margin']:.4f}")
-    Console(width=200).print(t)
+    print_table(["reward model", "pairs", "accuracy", "mean margin"],
+                [(res["reward_model"], f"{res['pairs']:,}", f"{res['accuracy']:.4f}", f"{res['mean_margin']:.4f}")],
+                title=f"held-out: {sel.get('where') or sel.get('selection')}")

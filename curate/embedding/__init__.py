@@ -91,7 +91,7 @@ def embed(
     """Embed every text that has no vector for this model yet; returns what was done."""
     import polars as pl
 
-    ws.require()
+    ws.require().check_writable()
     if batch_size < 1 or shard_size < 1:
         raise CurateError("--batch-size and --shard-size must be at least 1.")
     ref = resolve(model, revision)
@@ -114,7 +114,7 @@ def embed(
         run_id = new_id()
         for start in range(0, todo.height, shard_size):
             part = todo.slice(start, shard_size)
-            vecs = encoder.encode(part["text"].to_list(), batch_size=batch_size)
+            vecs = encoder.encode(part["text"].to_list(), batch_size=batch_size, on_batch=advance)  # per batch
             if vecs.shape[1] != ref.dim:
                 raise CurateError(f"{ref.name} returned {vecs.shape[1]}-d vectors, expected {ref.dim}.")
             shard = pl.DataFrame(
@@ -129,7 +129,6 @@ def embed(
                     _register(ws, tx, ref)
                 res.shards.append(str(tx.add("embeddings", shard, key=model_id)))
             res.embedded += part.height
-            advance(part.height)
         res.seconds = time.perf_counter() - t0
         ws.write_manifest(
             "embed",

@@ -134,11 +134,11 @@ def _identify(ref: ModelRef) -> ModelRef:
 
 
 class Encoder:
-    """encode(texts) -> float32 unit vectors, shape (n, dim)."""
+    """encode(texts) -> float32 unit vectors, shape (n, dim); on_batch(n) after each batch (progress)."""
 
     backend: str
 
-    def encode(self, texts: list[str], batch_size: int = 32):
+    def encode(self, texts: list[str], batch_size: int = 32, on_batch=None):
         raise NotImplementedError
 
 
@@ -190,11 +190,21 @@ class TorchEncoder(Encoder):
         if ref.identity.get("max_seq_length"):
             self.model.max_seq_length = int(ref.identity["max_seq_length"])
         ref.identity["dim"] = ref.identity["dim"] or self.model.get_sentence_embedding_dimension()
+        self.ref = ref
 
-    def encode(self, texts, batch_size=32):
-        return self.model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        ).astype("float32", copy=False)
+    def encode(self, texts, batch_size=32, on_batch=None):
+        import numpy as np
+
+        out = np.empty((len(texts), self.ref.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
+        step = batch_size * 4  # a few batches per call: progress that moves, without per-call overhead
+        for start in range(0, len(texts), step):
+            idx = order[start:start + step]
+            out[idx] = self.model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+            if on_batch:
+                on_batch(len(idx))
+        return out
 
 
 class OnnxEncoder(Encoder):
@@ -251,7 +261,7 @@ class OnnxEncoder(Encoder):
                               dynamic_axes=axes, opset_version=17, dynamo=False)
         return out
 
-    def encode(self, texts, batch_size=32):
+    def encode(self, texts, batch_size=32, on_batch=None):
         import numpy as np
 
         out = np.empty((len(texts), self.ref.dim), dtype=np.float32)
@@ -271,4 +281,6 @@ class OnnxEncoder(Encoder):
                 m = mask[..., None].astype(np.float32)
                 vec = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
             out[idx] = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+            if on_batch:
+                on_batch(len(idx))
         return out

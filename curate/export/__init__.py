@@ -153,7 +153,7 @@ def export_subset(
 
 
 def _already_there(path: Path) -> CurateError:
-    return CurateError(f"{path} already exists: pass --force to replace it, or choose another --to PATH.")
+    return CurateError(f"{path} already exists: pass --force to replace it, or choose another --output PATH.")
 
 
 def _bigger_eps(eps: Any) -> str:

@@ -23,7 +23,7 @@ NO_TOKEN_FIX = (
 )
 NETWORK_FIX = (
     "Could not reach the Hugging Face Hub at {endpoint} ({error}). Check the network, or HF_ENDPOINT if you use "
-    "a mirror; or export locally with --to PATH and upload the folder later."
+    "a mirror; or export locally with --output PATH and upload the folder later."
 )
 
 
@@ -56,7 +56,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, 
                           "frft-split-even-it1: letters, digits, '-', '_' and '.', at most 96 characters.") from None
     except OfflineModeIsEnabled:
         raise CurateError("HF_HUB_OFFLINE is set, so nothing can be pushed: unset it, or export locally with "
-                          "--to PATH.") from None
+                          "--output PATH.") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         raise CurateError(_http_message(repo_id, status, e)) from None

@@ -71,7 +71,7 @@ def ingest(
     fields = fields or {}
     srcs = sources.expand(inputs, subset, split, revision)
     result = IngestResult(ingest_id=new_id())
-    with ws.transaction("curate ingest") as tx:
+    with ws.created_or_not(), ws.transaction("curate ingest") as tx:
         existing = _existing_ids(ws)
         seen: dict[str, tuple[str, int]] = {}
         rejects: list[dict] = []
@@ -166,15 +166,24 @@ def _detect(src: sources.Source, chunk: list, fields: dict[str, str]) -> str:
         fmt = formats.detect(obj, fields) if isinstance(obj, dict) else None
         if fmt:
             return fmt
+    not_an_object(src.name, chunk)
     first = next((obj for _, obj, _ in chunk if isinstance(obj, dict)), None)
-    keys = sorted(first) if first else []
     raise CurateError(
         f"{src.name}: cannot tell the format: no row in the first {len(chunk)} has both a chosen and a "
-        f"rejected field (first row's keys: {keys}). Map the field names with --field "
+        f"rejected field (first row's keys: {sorted(first)}). Map the field names with --field "
         "(e.g. --field chosen=response_a --field rejected=response_b) and/or pass --format."
     )
 
 
+def not_an_object(name: str, chunk: list) -> None:
+    """When no row of the first chunk is a JSON object, say what line 1 is instead (binary, not JSON, a list)."""
+    if any(isinstance(obj, dict) for _, obj, _ in chunk):
+        return
+    line, obj, _ = chunk[0]
+    what = f"not valid JSON ({obj.error})" if isinstance(obj, sources.InvalidJson) else \
+        f"a JSON {type(obj).__name__}, not an object"
+    raise InputError(f"{name}, line {line}: {what}, and no row in the first {len(chunk):,} is a JSON object. Is it "
+                     "a JSON Lines file (one object per line)?", source=name, line=line)
 
 
 def _process(chunk, src, fmt, fields, existing, seen, counts):

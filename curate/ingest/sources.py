@@ -61,7 +61,12 @@ def expand(inputs: list[str], subset: str | None, split: str | None, revision: s
     seen: set = set()  # a file named twice (or by a folder and a glob) is read once
     for item in inputs:
         if item.startswith("hf:"):
-            sources.append(Source(item, hub_id=item[3:], subset=subset, split=split or "train", revision=revision))
+            target = item[3:]
+            if target.startswith((".", "/", "~")) and not Path(target).expanduser().is_dir():
+                # a path, not a Hub id: say so, rather than that the Hub could not be reached
+                raise CurateError(f"{item}: no such local dataset folder {Path(target).expanduser().resolve()} (hf: takes a "
+                                  "Hub id such as hf:Anthropic/hh-rlhf, or a dataset folder on this machine).")
+            sources.append(Source(item, hub_id=target, subset=subset, split=split or "train", revision=revision))
             continue
         path = Path(item)
         if path.is_dir():
@@ -87,13 +92,18 @@ def expand(inputs: list[str], subset: str | None, split: str | None, revision: s
     return sources
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def estimated_bytes(source: Source) -> int | None:
     """Uncompressed size, for the progress bar (gzip's trailer holds it modulo 4 GiB)."""
     if source.path is None:
         return None
     size = source.path.stat().st_size
-    if source.path.name.endswith(".gz") and size >= 4:
+    if source.path.name.endswith(".gz") and size >= 18:  # a gzip member: 10-byte header, 8-byte trailer
         with open(source.path, "rb") as fh:
+            if fh.read(2) != GZIP_MAGIC:  # not gzip at all: reading it will say so; no made-up total
+                return size
             fh.seek(-4, os.SEEK_END)
             return int.from_bytes(fh.read(4), "little") or None
     return size

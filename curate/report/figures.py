@@ -111,7 +111,8 @@ def heatmap_figure(df: "pl.DataFrame"):
     import numpy as np
 
     strategies = list(dict.fromkeys(df["strategy"].to_list()))
-    fig = figure_class()(figsize=(3.6 * max(len(strategies), 1) + 0.6, 3.4), layout="constrained")
+    # at least 6.4 inches wide: one panel alone still has room for the title
+    fig = figure_class()(figsize=(max(3.6 * max(len(strategies), 1) + 0.6, 6.4), 3.6), layout="constrained")
     axes = fig.subplots(1, max(len(strategies), 1), squeeze=False)[0]
     image = None
     for ax, strategy in zip(axes, strategies):
@@ -123,7 +124,7 @@ def heatmap_figure(df: "pl.DataFrame"):
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
         for (r, c), v in np.ndenumerate(grid):
             if not np.isnan(v):
-                ax.text(c, r, f"{v:.0%}", ha="center", va="center", color="white" if v < 0.6 else "black")
+                ax.text(c, r, _percent(v), ha="center", va="center", color="white" if v < 0.6 else "black")
         ax.set_xticks(range(len(cols)), [str(i) for i in cols])
         ax.set_yticks(range(len(rows)), [str(i) for i in rows])
         ax.set_xlabel("picked again in iteration j")
@@ -131,8 +132,15 @@ def heatmap_figure(df: "pl.DataFrame"):
         ax.set_title(strategy)
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="share of iteration i's pairs", shrink=0.8)
-    fig.suptitle("Pairs picked in iteration i that are picked again in iteration j")
+    fig.suptitle("Share of the pairs picked in iteration i that are picked again in iteration j", fontsize="medium")
     return fig
+
+
+def _percent(v: float) -> str:
+    """A share as a percentage with the digits it needs: 35%, 3.5%, 0.35% (never a small share shown as 0%)."""
+    if v == 0 or v >= 0.1:
+        return f"{v:.0%}"
+    return f"{v:.1%}" if v >= 0.01 else f"{v:.2%}"
 
 
 def intersect_heatmap(df: "pl.DataFrame", output: str | os.PathLike) -> Path:

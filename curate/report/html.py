@@ -72,7 +72,7 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
     import curate
 
     ws.require()
-    path = Path(output) if output else ws.root / "reports" / "report.html"
+    path = Path(output) if output else ws.reports_dir() / "report.html"
     out: list[str] = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>curate report: {_e(ws.root.name)}</title>", f"<style>{CSS}</style></head><body>",

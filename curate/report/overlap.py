@@ -97,13 +97,16 @@ order by coalesce(list_position($order, strategy), 1000), strategy
 
 INTERSECT_NONE = (
     "`curate report intersect` compares the subsets one strategy picks in different iterations, and there are "
-    "no subsets{where} yet: make one per iteration with `curate score --iteration N{opt}` then "
-    "`curate filter --strategy overall --iteration N{opt}`."
+    "no subsets{where} yet. For each iteration N: sample the policy (`curate generate --iteration N{opt}`, or "
+    "`curate generations import FILE --iteration N --policy NAME{opt}`), then `curate embed`, "
+    "`curate score --iteration N{opt}` and `curate filter --strategy overall --iteration N{opt}`."
 )
 INTERSECT_ONE = (
     "`curate report intersect` compares the subsets one strategy picks in different iterations, but{where} each "
-    "strategy has subsets in one iteration only ({found}). Score and filter another iteration first, e.g. "
-    "`curate score --iteration {next}{opt}` then `curate filter --strategy {strategy} --iteration {next}{opt}`."
+    "strategy has subsets in one iteration only ({found}). Make iteration {next}'s first: sample the policy "
+    "(`curate generate --iteration {next}{opt}`, or `curate generations import FILE --iteration {next} --policy NAME"
+    "{opt}`), then `curate embed`, `curate score --iteration {next}{opt}` and "
+    "`curate filter --strategy {strategy} --iteration {next}{opt}`."
 )
 
 

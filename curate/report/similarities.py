@@ -156,7 +156,7 @@ class CdfReport:
 def default_cdf_path(ws: Workspace, sims: Similarities, branch: str | None) -> Path:
     its = "-".join(str(i) for i in sorted({it for _, it in sims.groups()}))
     extra = ("" if branch in (None, "main") else f"-{branch}") + ("-max" if sims.aggregate == "max" else "")
-    return ws.root / "reports" / f"cdf-it{its}{extra}.png"
+    return ws.reports_dir() / f"cdf-it{its}{extra}.png"
 
 
 def cdf(ws: Workspace, iterations: Sequence[int] | None = None, branch: str | Sequence[str] | None = None,

@@ -183,7 +183,7 @@ class Steps:
 
         cfg, at = self.cfg, self.at
         out: dict = {}
-        folder = self.ws.root / "reports" / at.run_id
+        folder = self.ws.reports_dir() / at.run_id
         folder.mkdir(parents=True, exist_ok=True)
         names = [at.subset_name(s, k) for k in range(1, cfg.run.alpha + 1) for s in cfg.run.strategies]
         if cfg.run.alpha >= 2:

@@ -67,3 +67,37 @@ class Messages(list):
         self.append(msg)
         if not self.quiet:
             print(msg, file=sys.stderr)
+
+
+def show_progress(trainer, quiet: bool, what: str) -> None:
+    """Give a transformers Trainer curate's progress bar (steps, loss) in place of its tqdm bars and the metric
+    dictionaries it prints: one progress style on stderr, none off a terminal (curate.progress)."""
+    import contextlib
+
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    from ..progress import counter
+
+    class CurateProgress(TrainerCallback):
+        def __init__(self):
+            self.stack, self.advance = contextlib.ExitStack(), None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            loss = lambda seconds, sums, last: f"loss {last['loss']:.4f}" if "loss" in last else ""  # noqa: E731
+            self.advance = self.stack.enter_context(counter(quiet, what, "steps", loss))(state.max_steps,
+                                                                                          state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.advance and logs and "loss" in logs:
+                self.advance(0, loss=logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.advance:
+                self.advance(1)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.stack.close()
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(CurateProgress())

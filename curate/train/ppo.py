@@ -20,6 +20,7 @@ clipped PPO objective over minibatches of that batch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -162,6 +163,9 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
 
     from ..models import resolve_model, resolve_policy
     from ..policy import load_policy
+    from ..progress import counter, quiet_libraries
+
+    quiet_libraries(config.quiet)
     from .ppo_algo import KLController, ValueHead, compute_gae, entropy, forward, ppo_loss, rollout, whiten
     from .ppo_state import LOG_FILE, STATE_FILE, save_checkpoint, set_rng_state
 
@@ -246,91 +250,76 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         (out / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
 
     unwrapped = accelerator.unwrap_model(actor)
-    progress = _Progress(config.steps, start, config.quiet or not accelerator.is_main_process)
-    for step in range(start + 1, config.steps + 1):
-        t0 = time.perf_counter()
-        # rollout: dropout off, so the sampled tokens' log-probs are exactly the policy's
-        unwrapped.eval()
-        batch_prompts = [prompts[i] for i in torch.randint(len(prompts), (config.batch_size,), generator=prompt_rng)]
-        roll = rollout(unwrapped, reference, value_head, tokenizer, batch_prompts, reward_fn, config, kl_ctl.value,
-                       device)
-        mask = roll["mask"]
-        advantages, returns = compute_gae(roll["rewards"], roll["values"], mask, config.gamma, config.lam)
-        if config.whiten_advantages:
-            advantages = whiten(advantages, mask)
+    def latest(seconds: float, sums: dict, last: dict) -> str:
+        return f"reward {last['reward']:.3f} kl {last['kl']:.3f}"
 
-        # update: several epochs of minibatches over this one batch
-        actor.train(config.train_dropout)
-        mb_stats = []
-        for _ in range(config.ppo_epochs):
-            for idx in torch.randperm(config.batch_size, device=device).split(config.mini_batch_size):
-                logprobs, logits, values = forward(actor, roll["sequences"][idx], roll["attention_mask"][idx],
-                                                   roll["prompt_len"], value_head, config.temperature)
-                pg_loss, vf_loss, stats = ppo_loss(logprobs, roll["logprobs"][idx], values, roll["values"][idx],
-                                                   advantages[idx], returns[idx], mask[idx], config.cliprange,
-                                                   config.cliprange_value)
-                # the value head sees detached hidden states: vf_loss trains only it, pg_loss only the actor
-                accelerator.backward(pg_loss + vf_loss)
-                if config.max_grad_norm:
-                    accelerator.clip_grad_norm_(actor.parameters(), config.max_grad_norm)
-                    accelerator.clip_grad_norm_(value_head.parameters(), config.max_grad_norm)
-                for optimizer in (actor_opt, critic_opt):
-                    optimizer.step()
-                    optimizer.zero_grad()
-                stats["entropy"] = entropy(logits.detach(), mask[idx])
-                mb_stats.append({"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **stats})
+    bars = contextlib.ExitStack()
+    advance = bars.enter_context(counter(config.quiet or not accelerator.is_main_process, "ppo", "steps",
+                                         latest))(config.steps, start)
+    try:
+        for step in range(start + 1, config.steps + 1):
+            t0 = time.perf_counter()
+            # rollout: dropout off, so the sampled tokens' log-probs are exactly the policy's
+            unwrapped.eval()
+            picks = torch.randint(len(prompts), (config.batch_size,), generator=prompt_rng)
+            batch_prompts = [prompts[i] for i in picks]
+            roll = rollout(unwrapped, reference, value_head, tokenizer, batch_prompts, reward_fn, config, kl_ctl.value,
+                           device)
+            mask = roll["mask"]
+            advantages, returns = compute_gae(roll["rewards"], roll["values"], mask, config.gamma, config.lam)
+            if config.whiten_advantages:
+                advantages = whiten(advantages, mask)
 
-        # log: means over processes; *_first is the first minibatch, where the policy is still the rollout policy
-        local = {
-            "reward": roll["scores"].mean().item(),  # the reward model's score, before the KL penalty
-            "kl": roll["kl"].mean().item(),  # per response: the sum over its tokens of logp_actor - logp_ref
-            "response_length": mask.sum(1).float().mean().item(),
-            **{k: float(np.mean([s[k] for s in mb_stats])) for k in ("entropy", "clipfrac", "approx_kl", "vf_loss",
-                                                                    "pg_loss")},
-            "clipfrac_first": mb_stats[0]["clipfrac"],
-            "ratio_max_dev_first": mb_stats[0]["ratio_max_dev"],
-        }
-        reduced = accelerator.reduce(torch.tensor(list(local.values()), device=device), reduction="mean")
-        row = {"step": step, **{k: round(v, 6) for k, v in zip(local, reduced.tolist(), strict=True)},
-               "kl_coef": kl_ctl.value, "seconds": round(time.perf_counter() - t0, 3)}
-        kl_ctl.update(row["kl"], config.batch_size * accelerator.num_processes)
-        history.append(row)
-        if accelerator.is_main_process:
-            with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            if on_step:
-                on_step(row)
-        progress.update(row)
+            # update: several epochs of minibatches over this one batch
+            actor.train(config.train_dropout)
+            mb_stats = []
+            for _ in range(config.ppo_epochs):
+                for idx in torch.randperm(config.batch_size, device=device).split(config.mini_batch_size):
+                    logprobs, logits, values = forward(actor, roll["sequences"][idx], roll["attention_mask"][idx],
+                                                       roll["prompt_len"], value_head, config.temperature)
+                    pg_loss, vf_loss, stats = ppo_loss(logprobs, roll["logprobs"][idx], values, roll["values"][idx],
+                                                       advantages[idx], returns[idx], mask[idx], config.cliprange,
+                                                       config.cliprange_value)
+                    # the value head sees detached hidden states: vf_loss trains only it, pg_loss only the actor
+                    accelerator.backward(pg_loss + vf_loss)
+                    if config.max_grad_norm:
+                        accelerator.clip_grad_norm_(actor.parameters(), config.max_grad_norm)
+                        accelerator.clip_grad_norm_(value_head.parameters(), config.max_grad_norm)
+                    for optimizer in (actor_opt, critic_opt):
+                        optimizer.step()
+                        optimizer.zero_grad()
+                    stats["entropy"] = entropy(logits.detach(), mask[idx])
+                    mb_stats.append({"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **stats})
 
-        # save
-        if step % config.save_every == 0 or step == config.steps:
-            save_checkpoint(out, step, accelerator, actor, value_head, tokenizer, actor_opt, critic_opt, kl_ctl,
-                            prompt_rng)
-    progress.close()
+            # log: means over processes; *_first is the first minibatch, where the policy is still the rollout policy
+            local = {
+                "reward": roll["scores"].mean().item(),  # the reward model's score, before the KL penalty
+                "kl": roll["kl"].mean().item(),  # per response: the sum over its tokens of logp_actor - logp_ref
+                "response_length": mask.sum(1).float().mean().item(),
+                **{k: float(np.mean([s[k] for s in mb_stats])) for k in ("entropy", "clipfrac", "approx_kl", "vf_loss",
+                                                                        "pg_loss")},
+                "clipfrac_first": mb_stats[0]["clipfrac"],
+                "ratio_max_dev_first": mb_stats[0]["ratio_max_dev"],
+            }
+            reduced = accelerator.reduce(torch.tensor(list(local.values()), device=device), reduction="mean")
+            row = {"step": step, **{k: round(v, 6) for k, v in zip(local, reduced.tolist(), strict=True)},
+                   "kl_coef": kl_ctl.value, "seconds": round(time.perf_counter() - t0, 3)}
+            kl_ctl.update(row["kl"], config.batch_size * accelerator.num_processes)
+            history.append(row)
+            if accelerator.is_main_process:
+                with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                if on_step:
+                    on_step(row)
+            advance(1, reward=row["reward"], kl=row["kl"])
+
+            # save
+            if step % config.save_every == 0 or step == config.steps:
+                save_checkpoint(out, step, accelerator, actor, value_head, tokenizer, actor_opt, critic_opt, kl_ctl,
+                                prompt_rng)
+    finally:
+        bars.close()
     return PPOResult(out, max(start, config.steps), history)
-
-
-class _Progress:
-    """A rich progress bar on stderr showing the latest reward and KL; nothing when quiet."""
-
-    def __init__(self, total: int, done: int, quiet: bool):
-        self.bar = None
-        if not quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("ppo"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                                TimeRemainingColumn(), console=Console(stderr=True))
-            self.task = self.bar.add_task("", total=total, completed=done)
-            self.bar.start()
-
-    def update(self, row: dict) -> None:
-        if self.bar:
-            self.bar.update(self.task, advance=1, description=f"reward {row['reward']:.3f} kl {row['kl']:.3f}")
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
 
 
 def _print_step(row: dict) -> None:
@@ -341,7 +330,8 @@ def _script_run(config: PPOConfig) -> None:
     train_ppo(config, on_step=_print_step)
 
 
-main = script(PPOConfig, _script_run, "python -m curate.train.ppo", "Train a policy with PPO against a reward model; one JSON line per step on stdout.")
+main = script(PPOConfig, _script_run, "python -m curate.train.ppo",
+              "Train a policy with PPO against a reward model; one JSON line per step on stdout.")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import CurateError
 from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
-from .checkpoint import Messages, check_output, staged_output, write_record
+from .checkpoint import Messages, check_output, show_progress, staged_output, write_record
 
 LONG_ROWS = ("drop", "truncate")
 
@@ -170,10 +170,12 @@ def train_rm(config: RMConfig) -> RMResult:
     """Train a reward model as `config` says and save it (with curate_train.json) in config.output."""
     t0 = time.perf_counter()
     from ..models import resolve_model
+    from ..progress import quiet_libraries
     from ..workspace import utcnow
     from .data import load_preferences
     from .reward import load_reward_model
 
+    quiet_libraries(config.quiet)
     messages = Messages(config.quiet)
     say = messages.say
 
@@ -254,12 +256,13 @@ def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf1
         center_rewards_coefficient=config.center_rewards_coefficient, seed=config.seed,
         logging_steps=config.logging_steps, save_strategy="no", report_to="none",
         bf16=use_bf16, activation_checkpointing=config.activation_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=config.quiet,
+        activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=True,  # curate's bar instead
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         train_sampling_strategy="sequential",  # the order length_grouped() made: batches of similar lengths
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                label_smoothing=config.label_smoothing)
+    show_progress(trainer, config.quiet, "reward model")
     started = utcnow()
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
         out = trainer.train()

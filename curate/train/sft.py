@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import CurateError
 from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
-from .checkpoint import Messages, check_output, staged_output, write_record
+from .checkpoint import Messages, check_output, show_progress, staged_output, write_record
 
 
 @dataclass
@@ -84,6 +84,9 @@ def train_sft(config: SFTConfig) -> SFTResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..progress import quiet_libraries
+
+    quiet_libraries(config.quiet)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
         model = AutoModelForCausalLM.from_pretrained(str(base.folder))
@@ -118,11 +121,12 @@ def train_sft(config: SFTConfig) -> SFTResult:
             max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
             max_length=config.max_length, seed=config.seed, logging_steps=config.logging_steps, save_strategy="no",
             report_to="none", bf16=False, activation_checkpointing=config.activation_checkpointing,
-            activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=config.quiet,
+            activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=True,  # curate's bar instead
             use_cpu=not torch.cuda.is_available(),
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=rows.dataset.remove_columns(["pair_id"]),
                              processing_class=tokenizer)
+        show_progress(trainer, config.quiet, "sft")
         started = utcnow()
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
             out = trainer.train()
