@@ -43,6 +43,16 @@ def setting(default: Any = MISSING, help: str = "", *, paper: str | None = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
+def workspace_setting() -> Any:
+    """The workspace field of a config: -w/--workspace, set by `curate run` itself."""
+    return setting(None, WORKSPACE_HELP, short="-w", toml=False)
+
+
+def quiet_setting() -> Any:
+    """The quiet field of a config: -q/--quiet."""
+    return setting(False, QUIET_HELP, flag="--quiet", short="-q", toml=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CurateError
-from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
+from ..settings import quiet_setting, script, setting, workspace_setting
 from .checkpoint import write_record
 
 if TYPE_CHECKING:  # torch is imported when training starts, not when the CLI reads PPOConfig's options
@@ -62,7 +62,7 @@ class PPOConfig:
                                     toml=False, metavar="MODEL")
     prompts_file: str | None = setting(None, "A .jsonl with a `prompt` field (default: the distinct prompts of "
                                        "the workspace's pref pairs).", flag="--prompts", toml=False, metavar="FILE")
-    workspace: str | None = setting(None, WORKSPACE_HELP, short="-w", toml=False)
+    workspace: str | None = workspace_setting()
     # rollout
     batch_size: int = setting(64, "Prompts per step (per process).", paper=INSTRUCTGPT)
     mini_batch_size: int = setting(16, "Rows per PPO minibatch.")
@@ -96,7 +96,7 @@ class PPOConfig:
     dtype: str = setting("float32", "Weights of the actor and reference.", choices=("float32", "bfloat16", "float16"))
     resume: bool = setting(False, "Require a checkpoint to resume from (resuming is automatic when one exists).",
                            flag="--resume", toml=False)
-    quiet: bool = setting(False, QUIET_HELP, flag="--quiet", short="-q", toml=False)
+    quiet: bool = quiet_setting()
 
 
 def load_prompts(prompts_file: str | None = None, workspace: str | None = None) -> tuple[list[str], str]:

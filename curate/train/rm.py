@@ -28,8 +28,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import CurateError
-from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
-from .checkpoint import Messages, check_output, show_progress, staged_output, write_record
+from ..settings import quiet_setting, script, setting, workspace_setting
+from .checkpoint import (
+    Messages,
+    activation_checkpointing_setting,
+    check_output,
+    logging_steps_setting,
+    overwrite_setting,
+    show_progress,
+    staged_output,
+    write_record,
+)
 
 LONG_ROWS = ("drop", "truncate")
 
@@ -42,7 +51,7 @@ class RMConfig:
     output: str = setting("", "Folder for the reward model and its curate_train.json.", short="-o", required=True,
                           toml=False, metavar="DIR")
     subset: str | None = setting(None, "Train on this subset of the workspace (name or subset_id).", toml=False)
-    workspace: str | None = setting(None, WORKSPACE_HELP, short="-w", toml=False)
+    workspace: str | None = workspace_setting()
     data: str | None = setting(None, "Train on an exported folder, .parquet or .jsonl instead (columns prompt, "
                                "chosen, rejected[, margin]).", toml=False, metavar="PATH")
     # the knobs
@@ -62,14 +71,10 @@ class RMConfig:
     seed: int = setting(0, "Seed of the head's init and the shuffling.", toml=False)
     bf16: str = setting("auto", "bfloat16 autocast: auto where the GPU or CPU has bfloat16 instructions.",
                         choices=("auto", "on", "off"))
-    # recompute activations in the backward pass: about a third more compute for a fraction of the memory
-    # (a full SmolLM2-135M epoch at max_length 512 peaked at 22 GiB of RAM without it)
-    activation_checkpointing: bool = setting(True, "Recompute activations in the backward pass: about half the "
-                                             "memory for a little more compute.")
-    logging_steps: int = setting(10, "Log the loss every N steps.")
-    overwrite: bool = setting(False, "Replace an existing --output folder (only once the new model is complete).",
-                              flag="--force", toml=False)
-    quiet: bool = setting(False, QUIET_HELP, flag="--quiet", short="-q", toml=False)
+    activation_checkpointing: bool = activation_checkpointing_setting()
+    logging_steps: int = logging_steps_setting()
+    overwrite: bool = overwrite_setting()
+    quiet: bool = quiet_setting()
 
 
 @dataclass

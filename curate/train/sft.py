@@ -22,8 +22,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import CurateError
-from ..settings import QUIET_HELP, WORKSPACE_HELP, script, setting
-from .checkpoint import Messages, check_output, show_progress, staged_output, write_record
+from ..settings import quiet_setting, script, setting, workspace_setting
+from .checkpoint import (
+    Messages,
+    activation_checkpointing_setting,
+    check_output,
+    logging_steps_setting,
+    overwrite_setting,
+    show_progress,
+    staged_output,
+    write_record,
+)
 
 
 @dataclass
@@ -32,7 +41,7 @@ class SFTConfig:
                          metavar="MODEL")
     output: str = setting("", "Folder for the checkpoint and its curate_train.json.", short="-o", required=True,
                           toml=False, metavar="DIR")
-    workspace: str | None = setting(None, WORKSPACE_HELP, short="-w", toml=False)
+    workspace: str | None = workspace_setting()
     split: str | None = setting(None, "Only the sft pairs of this split (e.g. train: held-out pairs stay out).",
                                 toml=False)
     where: str | None = setting(None, "Only the sft pairs matching this SQL predicate on `pairs`.", toml=False,
@@ -44,12 +53,10 @@ class SFTConfig:
     max_length: int = setting(1024, "Longest sequence in tokens; longer ones are truncated (and counted).",
                               paper="TRL SFTConfig's default")
     seed: int = setting(0, "Seed of the shuffling.", toml=False)
-    logging_steps: int = setting(10, "Log the loss every N steps.")
-    activation_checkpointing: bool = setting(True, "Recompute activations in the backward pass: about half the "
-                                             "memory for a little more compute.")
-    overwrite: bool = setting(False, "Replace an existing --output folder (only once the new model is complete).",
-                              flag="--force", toml=False)
-    quiet: bool = setting(False, QUIET_HELP, flag="--quiet", short="-q", toml=False)
+    logging_steps: int = logging_steps_setting()
+    activation_checkpointing: bool = activation_checkpointing_setting()
+    overwrite: bool = overwrite_setting()
+    quiet: bool = quiet_setting()
 
 
 @dataclass
