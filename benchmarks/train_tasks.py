@@ -37,7 +37,7 @@ def naive_rm(data: str, n: str, max_length: str) -> dict:
 
 
 def curate_rm(data: str, n: str, max_length: str, out: str) -> dict:
-    """`curate train rm` (train.rm.train_rm) on the first n pairs of the file."""
+    """`curate train rm` (curate.train.rm.train_rm) on the first n pairs of the file."""
     from curate.train.rm import RMConfig, train_rm
 
     subset = f"{out}.data.jsonl"

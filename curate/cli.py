@@ -27,7 +27,7 @@ class CurateGroup(FriendlyErrors, click.Group):
     """Library errors become one clear line, with no traceback for a user's mistake; commands load lazily."""
 
     def list_commands(self, ctx):
-        return list(COMMANDS) + [n for n in self.commands if n not in COMMANDS]
+        return sorted(set(COMMANDS) | set(self.commands))
 
     def get_command(self, ctx, name):
         if name not in self.commands and name in COMMANDS:

@@ -21,7 +21,8 @@ NO_LIMIT = 2**30  # "no size limit" that still leaves room for ($size + 1) // 2 
 
 
 def explain(ws: Workspace, pair_id: str, subset: str) -> dict:
-
+    """Whether a pair is in a subset and why, as a dict (the pair's similarities, the picks or the reason it is
+    out)."""
     ws.require()
     with ws.connect() as con:
         sub = subset_row(con, subset)
@@ -117,6 +118,7 @@ def _why_out(full, pid: str, strategy: str, params: dict, pos: float, neg: float
             what = f"the {row['picked_by']} half" if group else "the filter"
             parts.append(f"a candidate of {what} at rank {rank:,} of {pool.height:,}"
                          + (f" (score {row['score']:.4f})" if row.get("score") is not None else "")
+                         + (f" ({row['reason']})" if row.get("reason") else "")  # the filter's own reason
                          + f", but only the top {keep:,} are kept"
                          + (f" (the last kept scored {last:.4f})" if last is not None else ""))
         return "; ".join(parts)

@@ -152,9 +152,10 @@ class FilterResult:
         return self.size is not None and self.rows < self.size
 
 
-def default_name(strategy: str, iteration: int, branch: str) -> str:
-    """frft-<strategy>-it<N>[-<branch>]; the strategy named frft (eq. 3) is plain frft-it<N>, not frft-frft."""
-    stem = "frft" if strategy == "frft" else f"frft-{strategy}"
+def default_name(strategy: str, iteration: int, branch: str, sql_file: bool = False) -> str:
+    """frft-<strategy>-it<N>[-<branch>] (the strategy named frft, eq. 3, is plain frft-it<N>, not frft-frft);
+    a user's --sql-file is named after the file: <stem>-it<N>[-<branch>]."""
+    stem = strategy if sql_file or strategy == "frft" else f"frft-{strategy}"
     return f"{stem}-it{iteration}" + ("" if branch == "main" else f"-{branch}")
 
 
@@ -237,7 +238,7 @@ def run_filter(
 
             strategy_name = strategy or flt.strategy
             name = name or (default_name(strategy, iteration, branch) if strategy
-                            else default_name(flt.path.stem, iteration, branch).removeprefix("frft-"))
+                            else default_name(flt.path.stem, iteration, branch, sql_file=True))
             params = {"eps": eps, "floor": round(1 - eps, 12), "size": size, "aggregate": aggregate,
                       "distinct": distinct, "model_id": model_id, **({"user": user_params} if user_params else {})}
             counts.update(rows=rows, distinct_pairs=distinct_pairs, picked_twice=rows - distinct_pairs,

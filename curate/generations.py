@@ -87,8 +87,6 @@ class ImportResult:
         return self.rejected.get("unmatched_generation", 0)
 
 
-
-
 def import_generations(
     ws: Workspace,
     path: str | Path,

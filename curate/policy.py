@@ -26,8 +26,6 @@ class LoadedPolicy:
         return iter((self.model, self.tokenizer))
 
 
-
-
 def load_policy(ref: ModelRef, device: str | None = None, dtype: str | None = "auto") -> LoadedPolicy:
     """Load the model (eval mode, on `device`) and its tokenizer (left padding, a pad token) for generation.
 

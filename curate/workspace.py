@@ -26,10 +26,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .atomic import write_text
 from .errors import CurateError, WorkspaceBusy, WorkspaceNotWritable
+from .tablefiles import TableWriter, conform
 from .tables import TABLES, empty_select
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ def resolve_root(path: str | os.PathLike | None) -> Path:
     if path is None:
         path = os.environ.get("CURATE_WORKSPACE") or DEFAULT_WORKSPACE
     return Path(path).expanduser().resolve()
-
-
 
 
 def _tables_stamp() -> str:
@@ -128,16 +127,27 @@ class Workspace:
             (e.strerror or str(e))
         return WorkspaceNotWritable(
             f"workspace {self.root} is not writable ({why}). Commands that only read it (sql, info, subsets, explain, "
-            "export) still work; to write, copy it to writable storage or point --workspace at another folder.")
+            "export, and report with --output elsewhere) still work; to write, copy it to writable storage or point "
+            "--workspace at another folder.")
 
-    def check_writable(self) -> "Workspace":
-        """Raise WorkspaceNotWritable unless the workspace can take its lock (and so be written)."""
-        with self.lock("check"):
-            return self
+    def check_writable(self, folder: Path | None = None) -> "Workspace":
+        """Raise WorkspaceNotWritable unless the workspace's lock file (and a file in `folder`) can be written. No
+        lock is taken: a reader must not wait for a writer, nor clean up after one, to learn whether it may write."""
+        try:
+            with open(self.lock_path, "a", encoding="utf-8"):  # what every writer opens first (not locked here)
+                pass
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
+                probe.touch()
+                probe.unlink()
+        except OSError as e:
+            raise self.not_writable(e) from None
+        return self
 
     def reports_dir(self) -> Path:
         """<workspace>/reports, where figures and pages go by default; refused where the workspace is read-only."""
-        self.check_writable()
+        self.check_writable(self.root / "reports")
         return self.root / "reports"
 
     @contextlib.contextmanager
@@ -216,6 +226,8 @@ class Workspace:
         fresh = not self.root.exists()
         try:
             yield self
+        except WorkspaceBusy:  # another process created it first and is writing it: not ours to remove
+            raise
         except BaseException:
             if fresh:
                 import shutil
@@ -420,95 +432,6 @@ class Transaction:
     def abort(self) -> None:
         for path in self.staged:
             path.unlink(missing_ok=True)
-
-
-LOW_CARDINALITY = {"source", "subset", "split", "role", "format", "ingest_id", "branch", "policy", "model_id",
-                   "params", "strategy", "picked_by", "status", "step"}
-
-
-class TableWriter:
-    """Appends row groups to one Parquet file; compression runs on a background thread
-    (pyarrow releases the GIL), overlapping with the caller's parsing of the next chunk."""
-
-    def __init__(self, table: str, path: Path):
-        self.table, self.path, self.rows, self._w = table, path, 0, None
-        self._pool, self._pending = None, None
-
-    def write(self, df: "pl.DataFrame") -> None:
-        if df.height == 0:
-            return
-        import pyarrow.parquet as pq
-
-        arrow = conform(df, self.table).to_arrow()
-        if self._w is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            # dictionary encoding only pays for low-cardinality columns; long unique texts skip it
-            spec = TABLES.get(self.table)
-            text = {c.name for c in spec.columns if c.type == "VARCHAR"} if spec else set()
-            low_card = [n for n in arrow.schema.names if n not in text or n in LOW_CARDINALITY]
-            self._w = pq.ParquetWriter(
-                self.path, arrow.schema, compression="zstd", compression_level=1, use_dictionary=low_card
-            )
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
-        self._wait()
-        self._pending = self._pool.submit(self._w.write_table, arrow)
-        self.rows += df.height
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises a failed write here
-
-    def close(self) -> None:
-        try:
-            self._wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            if self._w is not None:
-                self._w.close()
-                self._w = None
-
-
-_POLARS_TYPES: dict[str, Any] = {}
-
-
-def _polars_type(duck_type: str):
-    import polars as pl
-
-    if not _POLARS_TYPES:
-        _POLARS_TYPES.update(
-            {
-                "VARCHAR": pl.String,
-                "BIGINT": pl.Int64,
-                "INTEGER": pl.Int32,
-                "DOUBLE": pl.Float64,
-                "FLOAT": pl.Float32,
-                "BOOLEAN": pl.Boolean,
-                "TIMESTAMP": pl.Datetime("us", "UTC"),
-                "VARCHAR[]": pl.List(pl.String),
-            }
-        )
-    return _POLARS_TYPES.get(duck_type)
-
-
-def conform(df: "pl.DataFrame", table: str) -> "pl.DataFrame":
-    """Order and cast columns to the contract; extra columns are kept after the contract's."""
-    import polars as pl
-
-    spec = TABLES.get(table)
-    if spec is None:
-        return df
-    missing = [c.name for c in spec.columns if c.name not in df.columns]
-    if missing:
-        raise CurateError(f"internal: rows for table {table!r} lack the contract columns {missing}")
-    exprs = []
-    for c in spec.columns:
-        dtype = _polars_type(c.type)
-        exprs.append(pl.col(c.name).cast(dtype) if dtype is not None else pl.col(c.name))
-    extra = [pl.col(n) for n in df.columns if n not in spec.column_names]
-    return df.select(exprs + extra)
 
 
 def query_frame(con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None) -> "pl.DataFrame":

@@ -247,8 +247,9 @@ def test_a_new_strategy_is_one_sql_file_and_one_registry_entry(fws, cli, tmp_pat
         "from similarities\n"
         "where branch = $branch and iteration = $iteration and model_id = $model_id and pos_sim > 1 - $eps\n"
         "order by rank limit $size\n")
-    monkeypatch.setitem(strategies.REGISTRY, "close-pos",
-                        strategies.Strategy("close-pos", str(sql), "needs pos_sim above the floor"))
+    monkeypatch.setattr(strategies, "REGISTRY", dict(strategies.REGISTRY))  # the registry is back after the test
+    strategies.register(strategies.Strategy("close-pos", str(sql), "needs pos_sim above the floor"))
+    assert strategies.names()[-1] == "close-pos" and strategies.order_key("close-pos") < strategies.order_key("zzz")
     assert "close-pos (FRFT section 5.3, a variant of Part 4)" in " ".join(cli("filter", "--help").stdout.split())
     r = cli("filter", "-w", fws.root, "--strategy", "close-pos", "--eps", "0.2", "--size", "3", "-i", "1", "--json",
             "-q")
@@ -259,3 +260,9 @@ def test_a_new_strategy_is_one_sql_file_and_one_registry_entry(fws, cli, tmp_pat
     assert e["reason"].endswith("close-pos needs pos_sim above the floor")
     r = cli("filter", "-w", fws.root, "--strategy", "close-pos-typo", "-i", "1")
     assert r.exit_code == 2 and "close-pos" in r.stderr  # the choices list it
+    from curate.run.config import parse
+
+    cfg = parse({"data": {"sources": ["demo"]}, "run": {"strategies": ["positive", "close-pos"]}})
+    assert cfg.run.strategies == ["positive", "close-pos"]  # a branch of `curate run`
+    with pytest.raises(CurateError, match="valid: frft, overall, split-even, negative, positive, close-pos"):
+        parse({"data": {"sources": ["demo"]}, "run": {"strategies": ["close"]}})

@@ -284,9 +284,11 @@ def test_default_converts_once_then_loads_the_cached_checkpoint(smollm2, monkeyp
     (("train", "sft", "-o", "out", "--model"), "causal-lm"),
     (("train", "rm", "--data", "d.jsonl", "-o", "out", "--base"), "rm-base"),
     (("train", "ppo", "-o", "out", "--reward", "{tiny}", "--policy"), "causal-lm"),
+    (("train", "ppo", "-o", "out", "--reward", "{tiny}", "--policy", "{tiny}", "--reference"), "causal-lm"),
     (("train", "ppo", "-o", "out", "--policy", "{tiny}", "--reward"), "reward"),
     (("eval", "rm", "--reward"), "reward"),
-], ids=["generate", "train-sft", "train-rm-base", "train-ppo-policy", "train-ppo-reward", "eval-rm"])
+], ids=["generate", "train-sft", "train-rm-base", "train-ppo-policy", "train-ppo-reference", "train-ppo-reward",
+        "eval-rm"])
 def test_every_command_that_takes_a_model_resolves_it_one_way(cli, filled_ws, tmp_path, tiny_policy_dir, args, kind,
                                                               monkeypatch):
     """A wrong model gets the same answer from every command (issue 12): no traceback, the path, the offline fix."""
@@ -295,7 +297,7 @@ def test_every_command_that_takes_a_model_resolves_it_one_way(cli, filled_ws, tm
     args = [a.replace("{tiny}", str(tiny_policy_dir)) for a in args]
     r = cli(*args, "./no-such-model", "-w", filled_ws)
     assert r.exit_code == 1, r.output
-    noun, _, offline = models_mod.KINDS[kind]
+    noun, _, offline = models_mod.kind_texts(kind, args[-1])  # the message names the option the user gave
     assert r.stderr.strip() == f"Error: {noun.capitalize()} path ./no-such-model does not exist. {offline}"
     assert not (tmp_path / "out").exists()  # nothing half-made
 

@@ -1,4 +1,5 @@
-"""train/ppo.py on a tiny Llama built here (hidden 32, one layer) with a word-level tokenizer trained on the spot."""
+"""curate/train/ppo.py (and ppo_algo.py) on a tiny Llama built here (hidden 32, one layer) with a word-level
+tokenizer trained on the spot."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from .options import err, json_option, quiet_option, workspace_option
                    "provenance in its metadata; jsonl: one file plus <file>.provenance.json.")
 @click.option("--output", "-o", "to", type=click.Path(), default=None,
               help="Where to write (default: datasets_out/<subset>, or datasets_out/<subset>.<format>).")
+@click.option("--to", "to_old", type=click.Path(), default=None, hidden=True,
+              help="The old spelling of --output, still accepted.")
 @click.option("--hub", "repo_id", default=None, metavar="REPO_ID",
               help="Push the dataset folder to this Hub dataset repo (token from HF_TOKEN or `hf auth login`). "
                    "Alone it writes no local copy; with --output or --format it does both.")
@@ -26,7 +28,7 @@ from .options import err, json_option, quiet_option, workspace_option
 @workspace_option
 @json_option
 @quiet_option
-def export(subset, fmt, to, repo_id, private, force, workspace, as_json, quiet):
+def export(subset, fmt, to, to_old, repo_id, private, force, workspace, as_json, quiet):
     """Export a subset as a dataset for TRL's RewardTrainer, locally or to the Hub.
 
     One row per row of the subset, in rank order: prompt, chosen, rejected, pair_id, rank, score,
@@ -47,6 +49,7 @@ def export(subset, fmt, to, repo_id, private, force, workspace, as_json, quiet):
 
     if private and not repo_id:
         raise click.UsageError("--private applies to --hub REPO_ID.")
+    to = to or to_old
     ws = Workspace(workspace)
     local = repo_id is None or fmt is not None or to is not None
     result = url = None

@@ -45,8 +45,8 @@ class StrategyOption(click.Option):
 @workspace_option
 @click.option("--strategy", "-s", cls=StrategyOption, type=StrategyChoice(), default=None,
               help="Built-in filter (the registered strategies).")
-@click.option("--all-strategies", is_flag=True, help="Run the paper's Parts 1-4 (overall, split-even, negative, "
-                                                      "positive), one subset each.")
+@click.option("--all-strategies", is_flag=True, help="Run the paper's Parts 1-4 (the registered strategies with a "
+                                                      "paper part), one subset each.")
 @click.option("--sql-file", type=click.Path(dir_okay=False), default=None,
               help="Your own filter: one SELECT returning pair_id (and optional rank, score, picked_by, reason).")
 @param_option("Bind $NAME in --sql-file to VALUE.")
@@ -75,7 +75,8 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
     if chosen != 1:
         raise click.UsageError("give one of --strategy, --all-strategies or --sql-file.")
     if name and all_strategies:
-        raise click.UsageError("--name names one subset; --all-strategies makes four (named frft-<strategy>-it<N>).")
+        raise click.UsageError(f"--name names one subset; --all-strategies makes {len(strategies.paper_parts())} "
+                               "(named frft-<strategy>-it<N>).")
     halves = [s for s in strategies.names() if strategies.get(s).halves]
     if distinct and strategy and strategy not in halves:
         raise click.UsageError(f"--distinct applies to {', '.join(halves)} (a pair picked by both halves), not to "
@@ -117,8 +118,6 @@ def _summary(r) -> None:
             f"(raise --eps, at most 2, for more)")
     if r.replaced:
         err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
-
-
 
 
 @click.command()

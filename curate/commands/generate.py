@@ -52,8 +52,8 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
     with generation_progress(quiet) as progress:
         r = run(Workspace(workspace), model, iteration=iteration, branch=branch, params=g.sampling(), revision=revision,
                 backend=g.backend, device=device, dtype=g.dtype, batch_size=g.batch_size, shard_size=shard_size,
-                where=where, split=split, limit=g.limit or None,
-                sample_fraction=g.sample_fraction if g.sample_fraction < 1 else None, overwrite=overwrite,
+                where=where, split=split, limit=g.limit or None,  # 0: every prompt; a negative one is refused
+                sample_fraction=None if g.sample_fraction == 1 else g.sample_fraction, overwrite=overwrite,
                 progress=progress)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(r), indent=2))

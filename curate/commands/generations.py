@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from .options import err, json_option, output_options, param_option, quiet_option, workspace_option
+from .options import emit, err, json_option, output_options, param_option, quiet_option, workspace_option
 
 
 @click.group()
@@ -93,14 +92,10 @@ def list_(workspace, fmt, output, quiet):
     Columns: generations (rows), pairs (distinct pairs), max_samples (most samples of one pair).
     """
     from ..generations import LIST_SQL
-    from ..query import run, write_result
+    from ..query import run
     from ..workspace import Workspace
 
     ws = Workspace(workspace).require()
     con, res = run(ws, LIST_SQL)
-    try:
-        n = write_result(res, fmt, None if output else sys.stdout, Path(output) if output else None, 1000, 60)
-    finally:
-        con.close()
-    if output:
-        err(f"wrote {n:,} rows to {output}")
+    with con:
+        emit(res, fmt, output, 1000, 60, quiet)

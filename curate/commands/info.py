@@ -45,8 +45,8 @@ def info(workspace, as_json, quiet):
 def tables(name, workspace, as_json, quiet):
     """The documented tables and their columns (the contract users' SQL can rely on).
 
-    The contract is the same in every workspace; a workspace's own tables (made with `curate sql --write`)
-    are listed after it.
+    The contract is the same in every workspace; with -w, that workspace's own tables (made with
+    `curate sql --write`) are listed after it.
     """
     from ..tables import TABLES
 
@@ -63,7 +63,7 @@ def tables(name, workspace, as_json, quiet):
     for t in chosen:
         print_table(["column", "type", "meaning"], [(c.name, c.type, c.doc) for c in t.columns],
                     title=f"{t.name}  (one row per {t.grain}; filled by {t.issue})", fold=("meaning",))
-    own = _own_tables(workspace) if name is None else []
+    own = _own_tables(workspace) if name is None and workspace is not None else []  # only for an explicit -w
     if own and not quiet:
         line(f"this workspace's own tables: {', '.join(own)}")
 

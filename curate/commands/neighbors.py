@@ -49,7 +49,8 @@ def neighbors(workspace, text, pair_id, role, branch, iteration, sample, k, mode
                       iteration=iteration, sample=sample, k=k, model=model, index_kind=index_kind,
                       max_pairs=max_pairs, on_build=building)
     if not quiet:
-        how = "built" if index.built else "loaded"
+        how = ("built" if index.saved else "built in memory, not saved: the workspace is not writable,") \
+            if index.built else "loaded"
         click.echo(f"{index.kind} index over {index.size:,} vectors of {index.model_id} ({how} in "
                    f"{index.seconds:.2f} s)", err=True)
     emit_frame(hits if fmt != "table" else hits.drop("text_hash"), fmt, output, k, width, quiet)

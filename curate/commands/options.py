@@ -54,6 +54,10 @@ def param_option(help: str):
     def to_dict(ctx, param, value):
         from ..query import parse_value
 
+        for name, v in value:
+            if "=" in name:  # NAME=VALUE, another tool's habit: it would swallow the next option as the value
+                raise click.BadParameter(f"write -p NAME VALUE (two words, e.g. -p {name.replace('=', ' ', 1)}), "
+                                         f"not {name}.", ctx, param)
         return {name: parse_value(v) for name, v in value}
 
     return click.option("--param", "-p", "params", nargs=2, multiple=True, metavar="NAME VALUE", callback=to_dict,

@@ -61,8 +61,9 @@ def intersect(workspace, branch, strategies, png, fmt, output, quiet):
               help="Iteration to draw (repeatable; default: every scored iteration).")
 @click.option("--branch", default=None, help="Only this branch (default: every branch, one curve per branch "
                                              "and iteration).")
-@click.option("--eps", type=float, default=0.2, show_default=True,
-              help="Draws the similarity floor 1 - eps as a vertical line.")
+@click.option("--eps", type=float, default=None,
+              help="Draw the similarity floor 1 - eps (default: the eps the subsets were made with, one floor each; "
+                   "0.2 when no subset says).")
 @click.option("--aggregate", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
               help="With several samples per prompt: their mean or max similarity.")
 @click.option("--model", "-m", default=None, help="Embedding model_id (or its name prefix) when several scored.")
@@ -93,6 +94,8 @@ def cdf(workspace, iterations, branch, eps, aggregate, model, png, fmt, output, 
                                    or c.startswith("above"))
     emit_frame(stats, fmt, output, quiet=quiet)
     if not quiet:
+        if rep.note:
+            err(rep.note)
         err(f"wrote {rep.path}")
 
 

@@ -49,7 +49,10 @@ def run(config_path, data, workspace, resume, dry_run, as_json, quiet):
         _dry_run(cfg, as_json)
         return
     from ..display import console as make_console
+    from ..progress import quiet_libraries
     from ..run.plan import Runner
+
+    quiet_libraries(quiet)  # the libraries' own bars (GGUF conversion, weight loading) follow curate's rule
 
     console = make_console(stderr=True, width=None if sys.stderr.isatty() else 160)
     runner = Runner(cfg, resume=resume, quiet=quiet, echo=(lambda m: None) if quiet else

@@ -27,8 +27,6 @@ BACKENDS = ("auto", "torch", "onnx")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-
-
 @dataclass
 class ModelRef:
     name: str

@@ -150,15 +150,11 @@ def ingest(
     return result
 
 
-
-
 def _existing_ids(ws: Workspace) -> set[str]:
     files = ws.files("pairs")
     if not files:
         return set()
     return set(pl.scan_parquet(files).select("pair_id").collect()["pair_id"].to_list())
-
-
 
 
 def _detect(src: sources.Source, chunk: list, fields: dict[str, str]) -> str:

@@ -255,11 +255,9 @@ def _read_json_array(source: Source):
 def _read_parquet(source: Source):
     import pyarrow.parquet as pq
 
-    digest = hashlib.sha256()
-    with open(source.path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            digest.update(block)
-    source.sha256 = digest.hexdigest()
+    from ..fingerprint import sha256_file
+
+    source.sha256 = sha256_file(source.path)
     source.size = source.path.stat().st_size
     try:
         pf = pq.ParquetFile(source.path)

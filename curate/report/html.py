@@ -24,21 +24,14 @@ from ..tables import TABLES
 from ..workspace import Workspace, query_frame, utcnow
 from .figures import cdf_figure, floors_label, heatmap_figure, histogram_figure, png
 from .overlap import intersect
-from .similarities import Similarities, floor_of, load_similarities, similarity_stats
-
-# The floor a page draws when no subset says which eps it was made with: `curate filter`'s default eps.
-FALLBACK_EPS = 0.2
-
-# The eps each subset was made with (a subset that stored only its floor counts as eps 1 - floor), and how many
-# subsets used it: the figures draw, and the stats count, the floor the subsets were actually cut at.
-SUBSET_EPS_SQL = """
-select eps, count(*) as subsets
-from (select round(coalesce(cast(params->>'eps' as double), 1 - cast(params->>'floor' as double)), 12) as eps
-      from subsets)
-where eps is not null
-group by eps
-order by eps desc
-"""
+from .similarities import (
+    SUBSET_EPS_SQL,
+    Similarities,
+    floor_of,
+    floor_sources,
+    load_similarities,
+    similarity_stats,
+)
 
 SAMPLES_SQL = """
 select sp.subset_id, sp.rank, sp.picked_by, round(sp.score, 4) as score, p.pair_id, p.prompt, p.chosen, p.rejected
@@ -107,7 +100,7 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
         out.append(_note("No subsets yet: make them with `curate filter --strategy split-even --eps 0.2`."))
 
     out.append("<h2>Similarities</h2>")
-    sources, assumed = _floor_sources(eps, subset_eps, subsets.height)
+    sources, assumed = floor_sources(eps, subset_eps, subsets.height)
     try:
         sims = load_similarities(ws, eps=list(sources))
     except CurateError as e:
@@ -142,21 +135,6 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
         ))
     out.append("</body></html>\n")
     return write_text(path, "\n".join(out))
-
-
-def _floor_sources(eps: float | None, subset_eps: list[tuple[float, int]],
-                   n_subsets: int) -> tuple[dict[float, str], str | None]:
-    """The eps whose floors the page uses, each with where it comes from, and a note when the page assumes one.
-
-    A subset is cut at its own floor (FRFT: keep pairs above 1 - eps), so a page about subsets made at eps 0.6
-    must show the floor 0.4, not the default 0.8; subsets made at several eps show one floor each.
-    """
-    if eps is not None:
-        return {eps: "as asked"}, None
-    if subset_eps:
-        return {e: f"the eps of {n} subset{'' if n == 1 else 's'}" for e, n in subset_eps}, None
-    why = "No subset records its eps" if n_subsets else "No subsets yet"
-    return {FALLBACK_EPS: "assumed"}, f"{why}: the floor drawn assumes eps {FALLBACK_EPS:g}."
 
 
 def _similarities_section(sims: Similarities, sources: dict[float, str], assumed: str | None) -> list[str]:

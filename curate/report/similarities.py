@@ -40,6 +40,36 @@ def floor_of(eps: float) -> float:
     return round(1 - eps, 12)
 
 
+# The floor a page draws when no subset says which eps it was made with: `curate filter`'s default eps.
+FALLBACK_EPS = 0.2
+
+# The eps each subset was made with (a subset that stored only its floor counts as eps 1 - floor), and how many
+# subsets used it: the figures draw, and the stats count, the floor the subsets were actually cut at.
+SUBSET_EPS_SQL = """
+select eps, count(*) as subsets
+from (select round(coalesce(cast(params->>'eps' as double), 1 - cast(params->>'floor' as double)), 12) as eps
+      from subsets)
+where eps is not null
+group by eps
+order by eps desc
+"""
+
+
+def floor_sources(eps: float | None, subset_eps: list[tuple[float, int]],
+                   n_subsets: int) -> tuple[dict[float, str], str | None]:
+    """The eps whose floors a report uses, each with where it comes from, and a note when it assumes one.
+
+    A subset is cut at its own floor (FRFT: keep pairs above 1 - eps), so a page about subsets made at eps 0.6
+    must show the floor 0.4, not the default 0.8; subsets made at several eps show one floor each.
+    """
+    if eps is not None:
+        return {eps: "as asked"}, None
+    if subset_eps:
+        return {e: f"the eps of {n} subset{'' if n == 1 else 's'}" for e, n in subset_eps}, None
+    why = "No subset records its eps" if n_subsets else "No subsets yet"
+    return {FALLBACK_EPS: "assumed"}, f"{why}: the floor drawn assumes eps {FALLBACK_EPS:g}."
+
+
 @dataclass
 class Similarities:
     """Per-pair similarities of the chosen iterations: frame has branch, iteration, pos_sim, neg_sim.
@@ -151,6 +181,7 @@ class CdfReport:
     path: Path
     stats: "pl.DataFrame"
     model_id: str
+    note: str | None = None  # which eps the figure assumes, when no subset said
 
 
 def default_cdf_path(ws: Workspace, sims: Similarities, branch: str | None) -> Path:
@@ -160,9 +191,14 @@ def default_cdf_path(ws: Workspace, sims: Similarities, branch: str | None) -> P
 
 
 def cdf(ws: Workspace, iterations: Sequence[int] | None = None, branch: str | Sequence[str] | None = None,
-        eps: float = 0.2,
-        aggregate: str = "mean", model: str | None = None, output: str | os.PathLike | None = None) -> CdfReport:
-    """Draw the CDF figure to output (default <workspace>/reports/cdf-it<N...>.png) and return its stats."""
-    sims = load_similarities(ws, iterations, branch, eps, aggregate, model)
+        eps: float | None = None, aggregate: str = "mean", model: str | None = None,
+        output: str | os.PathLike | None = None) -> CdfReport:
+    """Draw the CDF figure to output (default <workspace>/reports/cdf-it<N...>.png) and return its stats. eps None:
+    the floors of the eps the subsets were made with (as the HTML report draws them)."""
+    with ws.require().connect() as con:
+        subset_eps = con.execute(SUBSET_EPS_SQL).fetchall() if eps is None else []
+        n_subsets = con.execute("select count(*) from subsets").fetchone()[0] if eps is None else 0
+    sources, assumed = floor_sources(eps, subset_eps, n_subsets)
+    sims = load_similarities(ws, iterations, branch, list(sources), aggregate, model)
     path = write_png(cdf_figure(sims), Path(output) if output else default_cdf_path(ws, sims, branch))
-    return CdfReport(path, similarity_stats(sims), sims.model_id)
+    return CdfReport(path, similarity_stats(sims), sims.model_id, assumed)

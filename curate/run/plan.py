@@ -201,8 +201,7 @@ class Runner:
         return None
 
     def execute(self) -> list[Step]:
-        self.ws.init()
-        with self.ws.lock("curate run"):
+        with self.ws.lock("curate run"):  # creates the workspace, or says why it cannot
             rows = self.check_existing()
             self.ws.write_manifest("run-config", f"{self.run_id}-{self.cfg.sha256[:16]}",
                                    {"run_id": self.run_id, "sha256": self.cfg.sha256, "path": self.cfg.path,

@@ -30,7 +30,7 @@ class Steps:
     def _prompt_selection(self) -> dict:
         g, d = self.cfg.generate, self.cfg.data
         return {"split": d.split, "where": d.where or None, "limit": g.limit or None,
-                "fraction": g.sample_fraction if g.sample_fraction < 1 else None}
+                "fraction": None if g.sample_fraction == 1 else g.sample_fraction}
 
     # -- data ---------------------------------------------------------------------------------------------
     def ingest(self) -> dict:

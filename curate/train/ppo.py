@@ -182,11 +182,13 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
                           f"{config.mini_batch_size}.")
     if reward_fn is None and not config.reward:
         raise CurateError("No reward: pass --reward DIR (a sequence-classification model with one label).")
+    if prompts is None and config.prompts_file and not Path(config.prompts_file).is_file():
+        raise CurateError(f"--prompts {config.prompts_file}: no such file (a .jsonl with a `prompt` field per line).")
     set_seed(config.seed, device_specific=True)
 
     # every model named, found before anything loads: a wrong one fails at once, the same way as everywhere
-    ref_spec = resolve_policy(config.policy)
-    reference_spec = resolve_policy(config.reference) if config.reference else None
+    ref_spec = resolve_policy(config.policy, option="--policy")
+    reference_spec = resolve_policy(config.reference, option="--reference") if config.reference else None
     reward_spec = resolve_model(config.reward, kind="reward") if reward_fn is None else None
 
     # data

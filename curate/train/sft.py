@@ -71,6 +71,14 @@ class SFTResult:
     messages: list[str] = field(default_factory=list)
 
 
+def rows_seen(rows: int, batch_size: int, steps: int) -> int:
+    """Rows the optimiser saw in `steps` steps of `batch_size` over `rows` rows, epoch after epoch (a --max-steps
+    run may see fewer than the pairs there are; the last batch of an epoch may be short). One device."""
+    per_epoch = -(-rows // batch_size)  # steps in one epoch
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * rows + min(rest * batch_size, rows)
+
+
 def train_sft(config: SFTConfig) -> SFTResult:
     """Fine-tune config.model on the sft pairs and save it (with curate_train.json) in config.output."""
     t0 = time.perf_counter()
@@ -142,8 +150,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(str(staging))
         steps = trainer.state.global_step
-        # rows the optimiser saw (a --max-steps run may see fewer than the pairs available); per device
-        seen = steps * config.batch_size if config.max_steps > 0 else round(len(rows.dataset) * config.epochs)
+        seen = rows_seen(len(rows.dataset), config.batch_size, steps)
         metrics = {"train_loss": out.training_loss, "steps": steps, "rows_seen": seen}
         record = write_record(staging, {
             "kind": "sft",
