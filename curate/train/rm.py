@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import CurateError
+from ..progress import quiet_libraries
 from ..settings import quiet_setting, script, setting, workspace_setting
 from .checkpoint import (
     Messages,
@@ -175,14 +176,13 @@ def train_rm(config: RMConfig) -> RMResult:
     """Train a reward model as `config` says and save it (with curate_train.json) in config.output."""
     t0 = time.perf_counter()
     from ..models import resolve_model
-    from ..progress import quiet_libraries
     from ..workspace import utcnow
     from .data import load_preferences
     from .reward import load_reward_model
 
-    quiet_libraries(config.quiet)
     messages = Messages(config.quiet)
     say = messages.say
+    quiet_libraries(config.quiet)  # before any model loads: the libraries' bars follow curate's rule
 
     if not config.base:
         raise CurateError("--base is required: the SFT checkpoint (or previous reward model) to start from.")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import CurateError
+from ..progress import quiet_libraries
 from ..settings import quiet_setting, script, setting, workspace_setting
 from .checkpoint import (
     Messages,
@@ -88,6 +89,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
 
     messages = Messages(config.quiet)
     say = messages.say
+    quiet_libraries(config.quiet)  # before any model loads: the libraries' bars follow curate's rule
 
     output = check_output(config.output, config.overwrite)
     base = resolve_policy(config.model)  # a packaged name, a folder or a Hub id, as every command resolves models
@@ -99,9 +101,6 @@ def train_sft(config: SFTConfig) -> SFTResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..progress import quiet_libraries
-
-    quiet_libraries(config.quiet)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base.folder))
         model = AutoModelForCausalLM.from_pretrained(str(base.folder))
