@@ -11,9 +11,10 @@ import os
 from typing import Any
 
 
-def score_pairs(reward: str | os.PathLike, dataset, batch_size: int = 8, max_length: int | None = 1024):
+def score_pairs(reward, dataset, batch_size: int = 8, max_length: int | None = 1024):
     """(r_chosen, r_rejected) lists for each row of a prompt/chosen/rejected dataset; rows longer than
-    max_length keep their last max_length tokens (the prompt is cut from the left)."""
+    max_length keep their last max_length tokens (the prompt is cut from the left). reward: a model spec or a
+    resolved ModelRef."""
     from .reward import load_reward_model, score
 
     model, tokenizer, _ = load_reward_model(reward, kind="reward")
@@ -34,7 +35,7 @@ def evaluate_rm(reward: str | os.PathLike, workspace: str | None = None, where: 
 
     ref = resolve_model(str(reward), kind="reward")  # a wrong model fails before any data is read
     rows = load_eval_pairs(workspace, where=where, subset=subset, split=split, limit=limit)
-    rc, rr = score_pairs(ref.folder, rows.dataset, batch_size, max_length)
+    rc, rr = score_pairs(ref, rows.dataset, batch_size, max_length)
     n = len(rc)
     return {
         "reward_model": str(reward),

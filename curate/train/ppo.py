@@ -129,7 +129,7 @@ def load_prompts(prompts_file: str | None = None, workspace: str | None = None) 
     return prompts, source
 
 
-def reward_model_fn(spec: str, device, batch_size: int) -> RewardFn:
+def reward_model_fn(spec, device, batch_size: int) -> RewardFn:
     """The reward model as reward_fn: the score of each prompt + response (curate.train.reward.score)."""
     from .reward import load_reward_model, score
 
@@ -218,7 +218,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     actor.config.use_cache = True
     value_head = ValueHead(actor.config.hidden_size)
     if reward_spec is not None:
-        reward_fn = reward_model_fn(str(reward_spec.folder), device, config.mini_batch_size)
+        reward_fn = reward_model_fn(reward_spec, device, config.mini_batch_size)
 
     actor_opt = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, betas=config.adam_betas)
     critic_opt = torch.optim.Adam(value_head.parameters(), lr=config.critic_lr, betas=config.adam_betas)

@@ -7,7 +7,6 @@ tokens (the prompt is cut from the left), in `curate eval rm`, in PPO's reward a
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from ..errors import CurateError
@@ -16,14 +15,16 @@ if TYPE_CHECKING:
     import torch
 
 
-def load_reward_model(spec: str | os.PathLike, kind: str = "rm-base", device=None):
+def load_reward_model(spec, kind: str = "rm-base", device=None):
     """(model, tokenizer, pad_token_set) for a reward model, or a base to train one from (kind rm-base: a causal
-    LM gets a fresh one-label head). spec: a folder, a Hub id, or smollm2-135m (resolved by curate.models)."""
+    LM gets a fresh one-label head). spec: a folder, a Hub id, or smollm2-135m (resolved by curate.models), or
+    the ModelRef a caller resolved already (not resolved twice)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ..models import resolve_model
+    from ..models import ModelRef, resolve_model
 
-    ref = resolve_model(str(spec), kind=kind)
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(str(spec), kind=kind)
+    spec = ref.name  # what the messages call it
     folder = str(ref.folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)

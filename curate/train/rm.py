@@ -195,7 +195,7 @@ def train_rm(config: RMConfig) -> RMResult:
     rows = load_preferences(config.workspace, subset=config.subset, data=config.data)
 
     # model
-    model, tokenizer, pad_token_set = load_reward_model(base.folder, kind="rm-base")
+    model, tokenizer, pad_token_set = load_reward_model(base, kind="rm-base")
     if pad_token_set:
         say(f"the tokenizer of {config.base} has no pad token: using its eos token {tokenizer.eos_token!r} as pad")
 
