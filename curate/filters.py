@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 AGGREGATES = ("mean", "max")
 RESULT_COLUMNS = ("pair_id", "rank", "score", "picked_by", "reason")
 HEADER_KEYS = ("strategy", "keeps", "params", "paper", "returns")
-BUILTIN_PARAMS = ("eps", "size", "iteration", "branch", "model_id", "aggregate", "distinct")
+BUILTIN_PARAMS = ("eps", "size", "iteration", "branch", "model_id", "aggregate", "distinct", "seed")
 
 COUNTS_SQL = """
 select count(*) as scored,
@@ -57,6 +57,7 @@ class FilterSettings:
                              choices=AGGREGATES)
     distinct: bool = setting(False, "split-even: fill the subset with N distinct pairs (the neg half skips pairs "
                              "the pos half took).", flag="--distinct")
+    seed: int = setting(0, "random: the seed of the draw (the same seed draws the same pairs).", toml=False)
 
 
 @dataclass
@@ -153,9 +154,10 @@ class FilterResult:
 
 
 def default_name(strategy: str, iteration: int, branch: str, sql_file: bool = False) -> str:
-    """frft-<strategy>-it<N>[-<branch>] (the strategy named frft, eq. 3, is plain frft-it<N>, not frft-frft);
-    a user's --sql-file is named after the file: <stem>-it<N>[-<branch>]."""
-    stem = strategy if sql_file or strategy == "frft" else f"frft-{strategy}"
+    """frft-<strategy>-it<N>[-<branch>] (the strategy named frft, eq. 3, is plain frft-it<N>, not frft-frft; the
+    baselines are random-it<N> and all-it<N>); a user's --sql-file is named after the file: <stem>-it<N>[-<branch>]."""
+    plain = sql_file or strategy == "frft" or (strategy in strategies.REGISTRY and strategies.get(strategy).baseline)
+    stem = strategy if plain else f"frft-{strategy}"
     return f"{stem}-it{iteration}" + ("" if branch == "main" else f"-{branch}")
 
 
@@ -170,6 +172,7 @@ def run_filter(
     branch: str = "main",
     aggregate: str = FilterSettings.aggregate,
     distinct: bool = FilterSettings.distinct,
+    seed: int = FilterSettings.seed,
     model: str | None = None,
     name: str | None = None,
     user_params: dict[str, Any] | None = None,
@@ -210,7 +213,7 @@ def run_filter(
         with ws.connect() as con:  # closed before the commit, which rewrites the catalog this connection has open
             model_id = pick_model_id(con, branch, iteration, model)
             values = {"eps": float(eps), "size": int(size), "iteration": int(iteration), "branch": branch,
-                      "model_id": model_id, "aggregate": aggregate, "distinct": bool(distinct), **user_params}
+                      "model_id": model_id, "aggregate": aggregate, "distinct": bool(distinct), "seed": int(seed), **user_params}
             bound = {k: v for k, v in values.items() if k in flt.params}
             try:
                 con.execute(f"create temp table picked_raw as {flt.text}", bound)
@@ -240,7 +243,8 @@ def run_filter(
             name = name or (default_name(strategy, iteration, branch) if strategy
                             else default_name(flt.path.stem, iteration, branch, sql_file=True))
             params = {"eps": eps, "floor": round(1 - eps, 12), "size": size, "aggregate": aggregate,
-                      "distinct": distinct, "model_id": model_id, **({"user": user_params} if user_params else {})}
+                      "distinct": distinct, "model_id": model_id, **({"seed": seed} if "seed" in flt.params else {}),
+                      **({"user": user_params} if user_params else {})}
             counts.update(rows=rows, distinct_pairs=distinct_pairs, picked_twice=rows - distinct_pairs,
                           picked_by={str(k): int(v) for k, v in by.items()})
             key = json.dumps([name, flt.sha256, params, branch, iteration, pairs_digest], sort_keys=True)

@@ -28,6 +28,10 @@ class Strategy:
     part: int | None = None
     # picked_by groups with quotas of their own (split-even: pos ceil(size / 2), neg floor(size / 2))
     halves: bool = False
+    # a baseline ignores what the policy writes (random, all): `curate run` trains a branch on it to compare the
+    # FRFT branches against, and from iteration 2 on draws it from the pairs scored in iteration 1 without
+    # sampling its own policy (the paper's vanilla PPO: an RM on random or all pairs, FRFT section 6)
+    baseline: bool = False
 
     @property
     def path(self) -> Path:
@@ -64,6 +68,9 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              part=2, halves=True),
     Strategy("negative", "negative.sql", "needs neg_sim above the floor", part=3),
     Strategy("positive", "positive.sql", "needs pos_sim above the floor", part=4),
+    Strategy("random", "random.sql", "is drawn only if its md5(seed:pair_id) is among the size smallest",
+             baseline=True),
+    Strategy("all", "all.sql", "needs only to be a scored pref pair", baseline=True),
 )}
 
 
@@ -83,6 +90,11 @@ def names() -> list[str]:
 def paper_parts() -> list[str]:
     """The paper's Parts 1-4 in order: what `--all-strategies` and `curate run` run by default."""
     return [s.name for s in sorted((s for s in REGISTRY.values() if s.part is not None), key=lambda s: s.part)]
+
+
+def baselines() -> list[str]:
+    """The strategies that ignore the policy (random, all): what `curate run`'s [run] baseline may name."""
+    return [s.name for s in REGISTRY.values() if s.baseline]
 
 
 def get(name: str) -> Strategy:

@@ -264,5 +264,45 @@ def test_a_new_strategy_is_one_sql_file_and_one_registry_entry(fws, cli, tmp_pat
 
     cfg = parse({"data": {"sources": ["demo"]}, "run": {"strategies": ["positive", "close-pos"]}})
     assert cfg.run.strategies == ["positive", "close-pos"]  # a branch of `curate run`
-    with pytest.raises(CurateError, match="valid: frft, overall, split-even, negative, positive, close-pos"):
+    with pytest.raises(CurateError, match="valid: frft, overall, split-even, negative, positive, random, all, close-pos"):
         parse({"data": {"sources": ["demo"]}, "run": {"strategies": ["close"]}})
+
+
+# -- the baselines ----------------------------------------------------------------------------------------
+def hand_draw(ws, seed: int, size: int) -> list[str]:
+    """The random baseline worked by hand: the size smallest md5("<seed>:<pair_id>") of the scored pairs."""
+    import hashlib
+
+    scored = [r[0] for r in query(ws.root, "select pair_id from similarities where iteration = 1")]
+    drawn = sorted(scored, key=lambda p: (hashlib.md5(f"{seed}:{p}".encode()).hexdigest(), p))[:size]
+    return [ws.name_of[p] for p in drawn]
+
+
+def test_random_draws_the_same_pairs_for_the_same_seed(fws, tmp_path, cli):
+    r = run_filter(fws, "random", size=4, seed=0, iteration=1)
+    assert r.name == "random-it1" and r.rows == 4 and r.params["seed"] == 0
+    first = names(fws, r.name)
+    assert first == hand_draw(fws, 0, 4)
+    assert {x[3] for x in picked(fws, r.name)} == {"random"}
+    # the same seed in another workspace with the same pairs: the same subset
+    other = hand_scored_ws(cli, tmp_path / "other")
+    run_filter(other, "random", size=4, seed=0, iteration=1)
+    assert names(other, "random-it1") == first
+    # another seed draws other pairs (worked by hand too); eps plays no part
+    run_filter(fws, "random", size=4, seed=7, iteration=1, eps=2.0, name="r7")
+    assert names(fws, "r7") == hand_draw(fws, 7, 4) != first
+
+
+def test_random_asks_for_more_than_are_scored(fws, cli):
+    r = cli("filter", "--strategy", "random", "--size", "50", "--seed", "3", "-i", "1", "-w", fws.root)
+    assert r.exit_code == 0, r.output
+    assert "random-it1: 10 of 10 scored pairs (random, seed 3" in r.stderr
+    assert "only 10 pairs are scored, fewer than --size 50" in r.stderr
+
+
+def test_all_keeps_every_scored_pref_pair(fws, cli):
+    r = cli("filter", "--strategy", "all", "-i", "1", "-w", fws.root, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)[0]
+    assert out["name"] == "all-it1" and out["counts"]["rows"] == 10 and "seed" not in out["params"]
+    assert sorted(names(fws, "all-it1")) == sorted(fws.name_of[p] for p in fws.ids.values())

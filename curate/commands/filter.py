@@ -58,7 +58,7 @@ class StrategyOption(click.Option):
 @json_option
 @quiet_option
 def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, iteration, branch, aggregate, distinct,
-            model, name, as_json, quiet):
+            seed, model, name, as_json, quiet):
     """Pick a policy-aligned subset of pref pairs (an FRFT strategy or your SQL).
 
     \b
@@ -66,6 +66,8 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
       curate filter --strategy split-even --eps 0.2          # the paper's Part 2, 2,000 pairs
       curate filter --all-strategies --eps 0.2 --iteration 2
       curate filter --sql-file my_filter.sql -p min_len 50
+      curate filter --strategy random --size 2000 --seed 0   # the vanilla baseline's random pairs
+      curate filter --strategy all                           # every scored pref pair
     """
     from .. import strategies
     from ..filters import run_filter
@@ -90,7 +92,7 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
     for spec in runs:
         own_sql = spec.get("strategy") is None  # a user's filter: run_filter checks that it uses $distinct
         r = run_filter(ws, **spec, eps=eps, size=size, iteration=iteration, branch=branch, aggregate=aggregate,
-                       distinct=distinct and (own_sql or spec["strategy"] in halves), model=model, name=name,
+                       distinct=distinct and (own_sql or spec["strategy"] in halves), seed=seed, model=model, name=name,
                        user_params=params)
         results.append(r)
         if not quiet:
@@ -103,7 +105,18 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
 
 
 def _summary(r) -> None:
+    from .. import strategies
+
     c = r.counts
+    if r.strategy in strategies.baselines():  # no floor: the similarity counts say nothing about the pick
+        seed = f", seed {r.params['seed']}" if "seed" in r.params else ""
+        err(f"{r.name}: {r.rows:,} of {c['scored']:,} scored pairs ({r.strategy}{seed}, iteration {r.iteration}, "
+            f"{r.seconds:.2f} s)")
+        if r.short:
+            err(f"  note: only {c['scored']:,} pairs are scored, fewer than --size {r.size:,}: the subset has them all")
+        if r.replaced:
+            err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
+        return
     twice = f", {c['picked_twice']:,} picked by both halves" if c["picked_twice"] else ""
     err(f"{r.name}: {r.rows:,} rows, {r.distinct_pairs:,} distinct pairs{twice} "
         f"({r.strategy}, eps {r.params['eps']:g}, floor {r.params['floor']:g}, iteration {r.iteration}, "
