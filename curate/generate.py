@@ -33,7 +33,7 @@ _TURN = re.compile(r"\n\n(Human|Assistant):")
 SELECT_SQL = """
 select prompt, list(pair_id order by pair_id) as pair_ids
 from pairs
-where role = 'pref' and trim(prompt) <> '' and ($split is null or split = $split) and ({where})
+where ($role is null or role = $role) and trim(prompt) <> '' and ($split is null or split = $split) and ({where})
 group by prompt
 """
 
@@ -131,6 +131,14 @@ def hh_messages(prompt: str) -> list[dict]:
     return msgs
 
 
+def as_transcript(text: str) -> str:
+    """A prompt as an HH transcript: one already ("\n\nHuman: ...\n\nAssistant:") as it is, plain text (an
+    instruction from another dataset) as a single human turn."""
+    if "\n\nHuman:" in text and text.rstrip().endswith("Assistant:"):
+        return text
+    return f"\n\nHuman: {text.strip()}\n\nAssistant:"
+
+
 def format_prompt(prompt: str, tokenizer, chat_template: bool) -> str:
     if not chat_template:
         return prompt
@@ -180,8 +188,9 @@ def response_text(text: str) -> str:
 
 # -- selection --------------------------------------------------------------------------------------
 def select_prompts(ws: Workspace, where: str | None, limit: int | None, fraction: float | None,
-                   seed: int, split: str | None = None) -> list[Prompt]:
-    """The distinct prompts of the pref pairs (of `split`, matching `where`), a deterministic sample by seed."""
+                   seed: int, split: str | None = None, role: str | None = "pref") -> list[Prompt]:
+    """The distinct prompts of the pref pairs (of `split`, matching `where`), a deterministic sample by seed.
+    role None: the pairs of either role (held-out prompts to evaluate policies on)."""
     import duckdb
 
     if limit is not None and limit < 1:
@@ -190,7 +199,7 @@ def select_prompts(ws: Workspace, where: str | None, limit: int | None, fraction
         raise CurateError(f"--sample-fraction must be in (0, 1]; got {fraction}.")
     with ws.connect() as con:
         try:
-            rows = con.execute(SELECT_SQL.format(where=where or "true"), {"split": split}).fetchall()
+            rows = con.execute(SELECT_SQL.format(where=where or "true"), {"split": split, "role": role}).fetchall()
         except duckdb.Error as e:
             raise CurateError(f"--where {where!r} failed: {str(e).strip()} (it is a SQL predicate on the pairs "
                               "table, e.g. \"len(prompt) < 2000 and source like '%harmless%'\").") from None
@@ -293,11 +302,13 @@ def generate(
     overwrite: bool = False,
     progress: Callable[[int, int], Callable[[int, int], None]] | None = None,
     loaded=None,
+    prompts: list[Prompt] | None = None,
 ) -> GenerateResult:
     """Generate for every selected prompt that has no samples yet in (branch, iteration); see the module doc.
 
     `loaded` (a (PolicyRef, model, tokenizer) triple) skips resolving and loading, for tests and callers
-    that hold the model already.
+    that hold the model already. `prompts` replaces the selection (where, split, limit, sample_fraction): the
+    held-out prompts `curate eval winrate` compares policies on (their pair_ids may be prompt keys, not pairs).
     """
     import polars as pl
 
@@ -313,7 +324,10 @@ def generate(
         raise CurateError("--batch-size and --shard-size must be at least 1.")
     ws.require()
     t0 = time.perf_counter()
-    prompts = select_prompts(ws, where, limit, sample_fraction, p.seed, split)
+    if prompts is None:
+        prompts = select_prompts(ws, where, limit, sample_fraction, p.seed, split)
+    else:
+        prompts = [Prompt(x.key, x.text, list(x.pair_ids)) for x in prompts]  # tokenizing fills them in
     if not prompts:
         raise CurateError("No pref prompts selected" + (f" by --where {where!r}" if where else "")
                           + ": nothing to generate (ingest pairs first, or widen the selection).")

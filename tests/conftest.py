@@ -23,6 +23,33 @@ def transcript(*turns: str) -> str:
     return "".join((H if i % 2 == 0 else A) + t for i, t in enumerate(turns))
 
 
+def tiny_lm(folder: Path, seed: int = 0, window: int = 64, chat_template: str | None = None):
+    """(folder, model, tokenizer): a 1-layer Llama with a `window`-token context and a byte-level BPE tokenizer
+    trained on a few HH transcripts, saved to folder; seed sets its weights."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [transcript(f"how do I bake bread number {i}?", "Mix flour, water and yeast, then bake it.",
+                         "thanks", "You're welcome.") for i in range(50)]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<pad>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", padding_side="left")
+    if chat_template:
+        tok.chat_template = chat_template
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=window,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, model, tok
+
+
 def hh_row(prompt: str, chosen: str, rejected: str) -> dict:
     """One HH-RLHF row whose chosen and rejected share the single human turn `prompt`."""
     return {"chosen": transcript(prompt, chosen), "rejected": transcript(prompt, rejected)}

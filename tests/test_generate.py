@@ -21,7 +21,7 @@ from curate.generate import (
 )
 from curate.workspace import Workspace
 
-from .conftest import hh_row, query, transcript, write_jsonl
+from .conftest import hh_row, query, tiny_lm, transcript, write_jsonl
 
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -30,28 +30,7 @@ CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% e
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """(folder, model, tokenizer): a 1-layer Llama, 64-token window, byte-level BPE tokenizer."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    corpus = [transcript(f"how do I bake bread number {i}?", "Mix flour, water and yeast, then bake it.",
-                         "thanks", "You're welcome.") for i in range(50)]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<pad>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", padding_side="left")
-    tok.chat_template = CHAT
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=64,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
-    model = LlamaForCausalLM(cfg).eval()
-    folder = tmp_path_factory.mktemp("tiny-policy")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder, model, tok
+    return tiny_lm(tmp_path_factory.mktemp("tiny-policy"), chat_template=CHAT)
 
 
 def ref(name="tiny"):

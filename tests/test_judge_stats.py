@@ -1,4 +1,4 @@
-"""curate.judge.stats against values worked out by hand or by independent, loop-based code."""
+"""curate.stats against values worked out by hand or by independent, loop-based code."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curate.judge.stats import WinRate, bootstrap_interval, length_controlled, summarize, wilson
+from curate.stats import WinRate, bootstrap_interval, length_controlled, summarize, wilson
 
 
 def sigmoid(x: float) -> float:
@@ -95,7 +95,7 @@ def test_bootstrap_reproduced_by_a_loop():
 
 def test_bootstrap_chunks_draw_like_one_matrix(monkeypatch):
     """Small chunks (many index matrices) draw exactly what one big matrix does."""
-    from curate.judge import stats
+    from curate import stats
 
     values = np.random.default_rng(2).random(50)
     whole = bootstrap_interval(values, n_boot=300, seed=9)
@@ -292,7 +292,7 @@ def test_summarize_rejects_bad_input():
 
 
 def test_imports_numpy_only():
-    code = ("import sys, time; import numpy; t = time.perf_counter(); import curate.judge.stats; "
+    code = ("import sys, time; import numpy; t = time.perf_counter(); import curate.stats; "
             "print(time.perf_counter() - t); print(any(m in sys.modules for m in ('torch', 'scipy', 'sklearn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1] == "False" and float(out[0]) < 0.1

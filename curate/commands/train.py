@@ -1,4 +1,4 @@
-"""`curate train rm|sft|ppo` and `curate eval rm`: the trainers' options come from their config dataclasses."""
+"""`curate train rm|sft|ppo`: the trainers' options come from their config dataclasses."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..settings import build, click_options
 from ..train.ppo import PPOConfig
 from ..train.rm import RMConfig
 from ..train.sft import SFTConfig
-from .options import err, json_option, quiet_option, workspace_option
+from .options import err, json_option
 
 
 @click.group("train")
@@ -97,46 +97,3 @@ def ppo(as_json, **values):
         click.echo(json.dumps({"output": str(result.output), "step": result.step, "history": result.history}, indent=2))
     if not config.quiet:
         err(f"trained to step {result.step}; checkpoint in {result.output}")
-
-
-@click.group("eval")
-def eval_():
-    """Evaluate trained models on held-out pairs."""
-
-
-@eval_.command("rm")
-@click.option("--reward", required=True, metavar="MODEL",
-              help="Reward model: a folder (from `curate train rm`) or a Hub id.")
-@click.option("--split", default=None, help="Evaluate on the pairs of this split (default: test, unless --where).")
-@click.option("--where", default=None, metavar="SQL", help="Evaluate on the pairs matching this predicate on `pairs`.")
-@click.option("--subset", default=None, help="Evaluate on the pairs of this subset instead.")
-@click.option("--limit", type=int, default=None, help="At most N pairs (the first by pair_id).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Pairs per forward pass.")
-@click.option("--max-length", type=int, default=1024, show_default=True,
-              help="Longer transcripts keep their last N tokens (the prompt is cut from the left).")
-@json_option
-@workspace_option
-@quiet_option
-def eval_rm(reward, split, where, subset, limit, batch_size, max_length, as_json, workspace, quiet):
-    """Accuracy and mean margin of a reward model on held-out pairs.
-
-    Accuracy counts r_chosen > r_rejected; the margin is r_chosen - r_rejected.
-
-    \b
-    Examples:
-      curate eval rm --reward checkpoints/rm-it1                      # pairs with split = 'test'
-      curate eval rm --reward checkpoints/rm-it1 --where "subset = 'helpful-base'" --json
-    """
-    from ..train.evaluate import evaluate_rm
-
-    res = evaluate_rm(reward, workspace, where=where, subset=subset, batch_size=batch_size, max_length=max_length,
-                      split=split, limit=limit)
-    if as_json:
-        click.echo(json.dumps(res, indent=2, default=str))
-        return
-    from ..display import print_table
-
-    sel = res["selection"]
-    print_table(["reward model", "pairs", "accuracy", "mean margin"],
-                [(res["reward_model"], f"{res['pairs']:,}", f"{res['accuracy']:.4f}", f"{res['mean_margin']:.4f}")],
-                title=f"held-out: {sel.get('where') or sel.get('selection')}")

@@ -1,4 +1,4 @@
-"""The statistics of a pairwise comparison of policy A against policy B, judged by an LLM judge.
+"""Statistics of comparisons and accuracies (a policy against another, a reward model on pairs): win rates, intervals.
 
 The FRFT paper (../shared/papers/frft-inverse-alignment.txt) section 6 reports win rates; this module gives them
 with their uncertainty and a length-controlled variant in the spirit of AlpacaEval's (Dubois et al. 2024).
