@@ -39,6 +39,8 @@ def setup(tmp_path_factory, tiny) -> dict:  # noqa: F811 - the imported fixture
     train = write_jsonl(tmp / "data" / "toy" / "train.jsonl", rows(32))
     test = write_jsonl(tmp / "data" / "toy" / "test.jsonl", rows(8, start=1000))
     base = tiny[0]
+    template = tmp / "judge.txt"  # short: the tiny model's window is 64 tokens
+    template.write_text("{question}\nA:{answer_a}\nB:{answer_b}\n", encoding="utf-8")
     cfg = {
         "run": {"name": "toy", "workspace": str(tmp / "ws"), "alpha": 2, "strategies": STRATEGIES, "seed": 0},
         "data": {"sources": [str(train), str(test)], "sft_fraction": 0.25, "split": "train", "eval_split": "test"},
@@ -48,6 +50,8 @@ def setup(tmp_path_factory, tiny) -> dict:  # noqa: F811 - the imported fixture
         "rm": {"batch_size": 4, "max_length": 64, "lr": 1e-3, "eval_pairs": 4},
         "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 1, "max_new_tokens": 4, "ppo_epochs": 1,
                 "dtype": "float32"},
+        "eval": {"judge": f"hf:{base}", "template": str(template), "prompts": 6, "max_new_tokens": 4,
+                 "bootstrap": 100},
     }
     path = tmp / "toy.toml"
     path.write_text(toml(cfg), encoding="utf-8")
@@ -92,14 +96,15 @@ def test_the_first_attempt_stops_at_the_interrupted_step(finished):
     before = finished["before"]
     assert before[-1] == ("rm", "toy/positive", 2, "interrupted")
     assert all(status == "done" for *_, status in before[:-1])
-    assert finished["rm_calls_first"] == 3  # overall it1, positive it1, overall it2
+    assert finished["rm_calls_first"] == 4  # overall, positive and the random baseline in it1, overall it2
 
 
 def test_resume_skips_finished_steps_and_reruns_the_interrupted_one(finished):
     second = finished["second"]
     done_first = {f"{s}/{b}/it{i}" for s, b, i, status in finished["before"] if status == "done"}
     assert set(second.skipped) == done_first
-    assert second.ran == ["rm/toy/positive/it2", "ppo/toy/positive/it2", "report/toy/it2"]
+    assert second.ran == ["rm/toy/positive/it2", "ppo/toy/positive/it2", "filter/toy/random/it2", "rm/toy/random/it2",
+                          "ppo/toy/random/it2", "eval/toy/it2", "report/toy/it2"]
 
 
 def test_plan_order_and_lineage(setup, finished):
@@ -108,11 +113,13 @@ def test_plan_order_and_lineage(setup, finished):
     branches = [f"toy/{s}" for s in STRATEGIES]
     expected = [("ingest", "toy", 0), ("sft", "toy", 0), ("generate", "toy", 1), ("embed", "toy", 1),
                 ("score", "toy", 1)]
-    for b in branches:
+    for b in branches + ["toy/random"]:  # the baseline branch trains like the others
         expected += [("filter", b, 1), ("rm", b, 1), ("ppo", b, 1)]
-    expected += [("generate", b, 2) for b in branches] + [("embed", "toy", 2)]
+    expected += [("eval", "toy", 1)]
+    expected += [("generate", b, 2) for b in branches] + [("embed", "toy", 2)]  # the baseline does not sample
     for b in branches:
         expected += [("score", b, 2), ("filter", b, 2), ("rm", b, 2), ("ppo", b, 2)]
+    expected += [("filter", "toy/random", 2), ("rm", "toy/random", 2), ("ppo", "toy/random", 2), ("eval", "toy", 2)]
     expected += [("report", "toy", 2)]
     assert done == expected
 
@@ -152,13 +159,14 @@ def test_iteration_2_samples_each_branch_s_own_ppo_policy(setup, finished):
                                        "and status = 'done'", {"b": b})[0][0])["checkpoint"]
         assert policies[b] == resolve_policy(ppo_it1).model_id
     assert policies[branches[0]] != policies[branches[1]]  # two policies, trained apart
-    sft = query(ws, "select distinct policy from generations where iteration = 1")
+    sft = query(ws, "select distinct policy from generations where iteration = 1 and branch not like 'eval/%'")
     assert len(sft) == 1 and sft[0][0] not in policies.values()
     # iteration 1 is sampled once, on the run's shared branch: no per-branch copies, and `main` is untouched
-    assert query(ws, "select distinct branch from generations where iteration = 1") == [("toy",)]
+    assert query(ws, "select distinct branch from generations where iteration = 1 and branch not like 'eval/%'") == \
+        [("toy",)]
     # each branch's iteration-2 subset was filtered from its own similarities
     assert dict(query(ws, "select name, branch from subsets where name like 'toy-%-it2'")) == \
-        {f"toy-{s}-it2": f"toy/{s}" for s in STRATEGIES}
+        {**{f"toy-{s}-it2": f"toy/{s}" for s in STRATEGIES}, "toy-random-it2": "toy"}  # the baseline: it1's pairs
 
 
 def test_report_outputs_exist_and_the_intersection_is_per_strategy(finished):
@@ -238,8 +246,8 @@ def test_resume_with_a_changed_filter_reruns_what_depends_on_it(cli, setup, fini
             assert f"{step}/toy/{s}/it1" in runner.ran and f"{step}/toy/{s}/it2" in runner.ran
         assert f"generate/toy/{s}/it2" in runner.ran
     assert dict(query(ws, "select name, count(*) from subset_pairs join subsets using (subset_id) "
-                          "where name like 'toy-%' group by 1")) == {f"toy-{s}-it{k}": 5 for s in STRATEGIES
-                                                                       for k in (1, 2)}
+                          "where name like 'toy-%' and name not like '%-heldout' group by 1")) == \
+        {f"toy-{s}-it{k}": 5 for s in STRATEGIES + ["random"] for k in (1, 2)}
     new_policies = dict(query(ws, "select branch, any_value(policy) from generations where iteration = 2 "
                                   "group by 1"))
     assert set(new_policies) == set(old_policies)
@@ -340,3 +348,38 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_lineage(setup, tmp_path):
     # iteration 2 sampled the branch's own PPO policy of iteration 1, as in the uninterrupted run
     ppo1 = runner.done["ppo/killed/negative/it1"]["checkpoint"]
     assert runner.done["generate/killed/negative/it2"]["policy_path"] == ppo1
+
+
+def test_baseline_branch_and_eval_step(setup, finished, cli):
+    """random draws anew each iteration from iteration 1's scored pairs; the eval step compares each strategy's
+    policy with the baseline's on held-out prompts and stores the comparison; report winrate shows it."""
+    import hashlib
+
+    ws = setup["ws"]
+    for k in (1, 2):
+        size = json.loads(query(ws, "select params from subsets where name = $n", {"n": f"toy-random-it{k}"})[0][0])[
+            "size"]
+        got = [r[0] for r in query(ws, "select sp.pair_id from subset_pairs sp join subsets s using (subset_id) "
+                                       "where s.name = $n order by sp.rank", {"n": f"toy-random-it{k}"})]
+        scored = [r[0] for r in query(ws, "select pair_id from similarities where branch = 'toy' and iteration = 1")]
+        drawn = sorted(scored, key=lambda p: (hashlib.md5(f"{k - 1}:{p}".encode()).hexdigest(), p))[:size]
+        assert got == drawn, k  # seed = run seed + k - 1
+    rows = query(ws, "select strategy, baseline, iteration, judged, win_rate, ci_low, ci_high, run_id from winrates "
+                     "order by strategy, iteration")
+    assert [(r[0], r[1], r[2]) for r in rows] == [(s, "random", k) for s in sorted(STRATEGIES) for k in (1, 2)]
+    for r in rows:
+        assert r[3] == 6 and r[5] <= r[4] <= r[6] and r[7] == "toy"
+    # held-out prompts only, each judged in both orders
+    held_out = {x[0] for x in query(ws, "select prompt from pairs where split = 'test'")}
+    # (identical responses of two comparisons share their stored verdicts, so count by presentation)
+    assert query(ws, "select count(*) from (select prompt_hash, a_hash, b_hash from judgments group by all "
+                     "having count(distinct \"order\") <> 2)")[0][0] == 0
+    prompts = {x[0] for x in query(ws, "select distinct p.prompt from generations g join pairs p using (pair_id) "
+                                       "where g.branch like 'eval/%'")}
+    assert prompts <= held_out
+    ev = json.loads(query(ws, "select outputs from runs where step = 'eval' and iteration = 2 and status = 'done'")[0][0])
+    assert set(ev["winrates"]) == set(STRATEGIES) and set(ev["rm_policy_accuracy"]) == set(STRATEGIES) | {"random"}
+    r = cli("report", "winrate", "--run", "toy", "-w", ws)
+    assert r.exit_code == 0, r.output
+    assert "iteration 1 win % [95% CI]" in r.stdout and "overall" in r.stdout and "positive" in r.stdout
+    assert "distinguishable from the baseline" in r.stderr

@@ -124,3 +124,47 @@ def html(workspace, output, eps, as_json, quiet):
         click.echo(json.dumps({"html": str(path)}))
     if not quiet:
         err(f"wrote {path}")
+
+
+@report.command()
+@workspace_option
+@click.option("--run", "run_id", default=None, help="Only this run's comparisons (default: every comparison).")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the win rates with their intervals to this PNG file.")
+@click.option("--long", "long_form", is_flag=True, help="Every statistic, one row per comparison, instead of the "
+                                                        "paper's layout.")
+@output_options
+@quiet_option
+def winrate(workspace, run_id, png, long_form, fmt, output, quiet):
+    """Win rates against the baseline by strategy and iteration (the paper's Tables 1 and 2).
+
+    Each cell is the win rate in % with its 95% bootstrap interval ((wins + ties/2) / judged prompts); below the
+    table, one line per comparison says whether the interval excludes 50%.
+
+    \b
+    Examples:
+      curate report winrate --run demo
+      curate report winrate --long --format csv --output winrates.csv
+    """
+    import polars as pl
+
+    from ..report.winrates import pivot, verdicts, winrate_table
+    from ..workspace import Workspace
+
+    df = winrate_table(Workspace(workspace), run_id)
+    if png:
+        from ..report.figures import winrate_figure, write_png
+
+        path = write_png(winrate_figure(df), png)
+        if not quiet:
+            err(f"wrote {path}")
+    if long_form:
+        emit_frame(df.drop("a_policy", "b_policy"), fmt, output, quiet=quiet)
+    else:
+        columns, rows = pivot(df)
+        emit_frame(pl.DataFrame(rows, schema=columns, orient="row"), fmt, output, width=60, quiet=quiet)
+    if not quiet:
+        judges = ", ".join(sorted(set(df["judge_id"].to_list())))
+        err(f"judge: {judges}")
+        for line in verdicts(df):
+            err(line)

@@ -72,6 +72,8 @@ class LocalLMJudge:
             alone = self.tokenizer(self.template.prefix)["input_ids"]
             same = next((k for k, (x, y) in enumerate(zip(alone, first_ids)) if x != y), min(len(alone), len(first_ids)))
             self._prefix_ids = first_ids[:max(same - 1, 0)]
+            if not self._prefix_ids:  # a template that starts with the question: nothing to share
+                return self._prefix_ids, None
             with torch.no_grad():
                 out = self.model(input_ids=torch.tensor([self._prefix_ids], device=self.model.device), use_cache=True)
             self._prefix_cache = out.past_key_values
@@ -86,6 +88,8 @@ class LocalLMJudge:
         if not full:
             return
         prefix_ids, prefix_cache = self._prefix(full[0])
+        if prefix_cache is None:
+            return self.judge_naive(requests, on_answer)
         n = len(prefix_ids)
         # the same tokens as a full pass: a prompt whose tokens do not start with the cached ones runs on its own
         alone = [i for i, ids in enumerate(full) if ids[:n] != prefix_ids or len(ids) == n]

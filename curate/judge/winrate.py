@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import CurateError
 from ..generate import GenerateParams, Prompt
+from ..stats import WinRate, summarize
 from ..workspace import Workspace, utcnow
 from .base import Answer, Judge, Request
-from ..stats import WinRate, summarize
 from .template import Template, load_template, question_text
 
 JUDGE_KINDS = ("openai", "hf", "rm")

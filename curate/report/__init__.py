@@ -23,9 +23,10 @@ from .similarities import (
     load_similarities,
     similarity_stats,
 )
+from .winrates import winrate_table
 
 __all__ = [
     "AGGREGATES", "INTERSECT_COLUMNS", "INTERSECT_SQL", "CdfReport", "Similarities", "cdf", "cdf_figure",
     "default_cdf_path", "heatmap_figure", "histogram_figure", "html_report", "intersect", "intersect_heatmap",
-    "load_similarities", "similarity_stats",
+    "load_similarities", "similarity_stats", "winrate_table",
 ]

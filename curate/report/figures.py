@@ -146,3 +146,25 @@ def _percent(v: float) -> str:
 def intersect_heatmap(df: "pl.DataFrame", output: str | os.PathLike) -> Path:
     """The heatmap of intersect()'s share_pairs, one panel per strategy, as a PNG file."""
     return write_png(heatmap_figure(df), output)
+
+
+def winrate_figure(df: "pl.DataFrame"):
+    """Each comparison's win rate with its 95% bootstrap interval (and Wilson's, thinner), by strategy and
+    iteration, against the 50% line: an interval that crosses it is not distinguishable from the baseline."""
+    Figure = figure_class()
+    rows = [r for r in df.iter_rows(named=True) if r["win_rate"] is not None]
+    fig = Figure(figsize=(7, 0.5 + 0.45 * max(len(rows), 1)))
+    ax = fig.add_subplot()
+    labels = []
+    for y, r in enumerate(rows):
+        ax.plot([r["wilson_low"], r["wilson_high"]], [y + 0.18] * 2, color="0.6", lw=1)
+        ax.errorbar(r["win_rate"], y, xerr=[[r["win_rate"] - r["ci_low"]], [r["ci_high"] - r["win_rate"]]],
+                    fmt="o", color="C0" if r["ci_low"] > 0.5 else "C3" if r["ci_high"] < 0.5 else "0.2", capsize=3)
+        labels.append(f"{r['strategy'] or r['name']} it{r['iteration'] or '-'}")
+    ax.axvline(0.5, color="0.5", ls="--", lw=1)
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("win rate against the baseline (95% bootstrap CI; grey: Wilson)")
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,7 @@ from ..errors import CurateError
 from ..runs import lineage_rows
 from ..tables import TABLES
 from ..workspace import Workspace, query_frame, utcnow
-from .figures import cdf_figure, floors_label, heatmap_figure, histogram_figure, png
+from .figures import cdf_figure, floors_label, heatmap_figure, histogram_figure, png, winrate_figure
 from .overlap import intersect
 from .similarities import (
     SUBSET_EPS_SQL,
@@ -32,6 +32,9 @@ from .similarities import (
     load_similarities,
     similarity_stats,
 )
+from .winrates import pivot as winrate_pivot
+from .winrates import verdicts as winrate_verdicts
+from .winrates import winrate_table
 
 SAMPLES_SQL = """
 select sp.subset_id, sp.rank, sp.picked_by, round(sp.score, 4) as score, p.pair_id, p.prompt, p.chosen, p.rejected
@@ -118,6 +121,19 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
                          "iteration_b; share_prompts: the same over distinct prompts; jaccard_pairs: |A∩B| / |A∪B|."))
         out.append(_table(inter.columns, inter.rows()))
         out.append(_img(png(heatmap_figure(inter)), "share of pairs picked again, per strategy"))
+
+    out.append("<h2>Win rates against the baseline (FRFT paper, Tables 1-2)</h2>")
+    try:
+        wins = winrate_table(ws)
+    except CurateError as e:
+        out.append(_note(str(e)))
+    else:
+        columns, rows = winrate_pivot(wins)
+        out.append(_note("Win rate in % with its 95% bootstrap interval: (wins + ties/2) / judged prompts, each prompt "
+                         "judged in both orders (a verdict that changes with the order is a tie)."))
+        out.append(_table(columns, rows))
+        out.append(_img(png(winrate_figure(wins)), "win rates with 95% intervals"))
+        out.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in winrate_verdicts(wins)) + "</ul>")
 
     out.append(f"<h2>Sample rows (top {samples} by rank)</h2>")
     if not subsets.height:

@@ -8,6 +8,7 @@
     [filter]    curate.filters.FilterSettings (eps, size, aggregate, distinct)
     [rm]        curate.train.rm.RMConfig's knobs (lr, epochs, batch_size, ...) + eval_pairs
     [ppo]       curate.train.ppo.PPOConfig's knobs (steps, batch_size, kl_coef, actor_lr, critic_lr, ...)
+    [eval]      the eval step of each iteration: judge, prompts, template, response length, bootstrap
 
 The training and sampling sections are the same dataclasses `curate train ...`, `curate generate`, `embed` and
 `filter` build their options from (curate.settings), so a default and its paper source are written once. A key
@@ -46,6 +47,9 @@ class RunSection:
     checkpoints: str = ""  # default: <workspace>/checkpoints/<name>
     alpha: int = 2  # FRFT iterations
     strategies: list[str] = field(default_factory=strategies.paper_parts)  # the paper's Parts 1-4: RM1..RM4
+    # the branch every strategy is compared against (FRFT section 6: vanilla PPO with an RM on random pairs):
+    # random or all; "" for none (no eval step either)
+    baseline: str = "random"
     seed: int = 0
 
 
@@ -77,9 +81,27 @@ class RMSection(RMConfig):
     eval_pairs: int = setting(0, "Held-out pairs to score each reward model on (0: all of [data] eval_split).")
 
 
+@dataclass
+class EvalSection:
+    """The eval step of each iteration: every strategy's policy against the baseline's, and every reward model's
+    accuracy on the held-out pairs the FRFT filter selects for its policy."""
+
+    judge: str = setting("hf:smollm2-135m", "openai:MODEL, hf:MODEL_OR_FOLDER or rm:FOLDER (as `curate eval "
+                         "winrate --judge`).", paper="FRFT paper, section 6: an LLM judge (Gemini 1.5 Pro)")
+    base_url: str = setting("", "The openai: judge's endpoint.")
+    api_key_env: str = setting("OPENAI_API_KEY", "Environment variable holding the openai: judge's key.")
+    concurrency: int = setting(8, "openai: requests in flight.")
+    template: str = setting("", "Judge prompt: a built-in name or a file (default frft-appendix-a-corrected).")
+    prompts: int = setting(1000, "Held-out prompts ([data] eval_split) each comparison judges, a seeded sample.",
+                           paper="FRFT paper, section 6: N = 1,000")
+    max_new_tokens: int = setting(128, "Tokens per response of the compared policies.")
+    batch_size: int = setting(8, "Judgments (hf, rm) per forward pass.")
+    bootstrap: int = setting(1000, "Bootstrap resamples of each interval.")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunSection, "data": DataSection, "sft": SFTSection, "embed": EmbedSettings, "generate": GenerateSection,
-    "filter": FilterSettings, "rm": RMSection, "ppo": PPOConfig,
+    "filter": FilterSettings, "rm": RMSection, "ppo": PPOConfig, "eval": EvalSection,
 }
 
 
@@ -93,7 +115,14 @@ class RunConfig:
     filter: FilterSettings
     rm: RMSection
     ppo: PPOConfig
+    eval: EvalSection = field(default_factory=EvalSection)
     path: str = ""  # the file it was read from
+
+    @property
+    def branches(self) -> list[str]:
+        """The strategies that get a branch: [run] strategies, then the baseline (once)."""
+        b = self.run.baseline
+        return self.run.strategies + ([b] if b and b not in self.run.strategies else [])
 
     def to_dict(self) -> dict:
         """The settable values of every section (what the run's hash and a resumed run's diff compare)."""
@@ -188,6 +217,15 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
                       f"{', '.join(strategies.names())}.")
     if len(set(cfg.run.strategies)) != len(cfg.run.strategies):
         raise bad("[run] strategies", "lists a strategy twice (each strategy is one branch).")
+    if cfg.run.baseline and cfg.run.baseline not in strategies.baselines():
+        raise bad("[run] baseline", f"is {cfg.run.baseline!r}; valid: {', '.join(strategies.baselines())}, or \"\" "
+                  "for none.")
+    if cfg.run.baseline and cfg.run.baseline in cfg.run.strategies:
+        raise bad("[run] baseline", f"{cfg.run.baseline!r} is in [run] strategies too: list it in one place.")
+    if cfg.run.baseline and not cfg.data.eval_split:
+        raise bad("[run] baseline", "needs held-out prompts to compare the policies on: set [data] eval_split.")
+    if cfg.eval.prompts < 1:
+        raise bad("[eval] prompts", f"must be at least 1; got {cfg.eval.prompts}.")
     if not cfg.data.sources:
         raise bad("[data] sources", "is missing: list the preference files, e.g. sources = [\"demo\"] or "
                   "[\"hf:Anthropic/hh-rlhf\"].")

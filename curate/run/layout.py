@@ -44,8 +44,25 @@ class Layout:
         return f"{self.run_id}/{strategy}"
 
     def data_branch(self, strategy: str, k: int) -> str:
-        """Where iteration k's generations and scores of a strategy live: the shared branch at k = 1."""
-        return self.shared if k == 1 else self.branch(strategy)
+        """Where iteration k's generations and scores of a strategy live: the shared branch at k = 1, and always
+        for a baseline (it ignores the policy, so it never samples its own)."""
+        return self.shared if k == 1 or self.is_baseline(strategy) else self.branch(strategy)
+
+    def data_iteration(self, strategy: str, k: int) -> int:
+        """The scored iteration a strategy's filter of iteration k reads: a baseline draws from iteration 1's."""
+        return 1 if self.is_baseline(strategy) else k
+
+    def is_baseline(self, strategy: str) -> bool:
+        from .. import strategies
+
+        return strategy in strategies.REGISTRY and strategies.get(strategy).baseline
+
+    def heldout_subset(self, strategy: str, k: int) -> str:
+        """The held-out pairs the strategy's filter selects for its policy of iteration k (the eval step's)."""
+        return f"{self.run_id}-{strategy}-it{k}-heldout"
+
+    def comparison_name(self, strategy: str, k: int) -> str:
+        return f"{self.run_id}-{strategy}-it{k}-vs-{self.cfg.run.baseline}"
 
     def sampling_branch(self, strategy: str | None) -> str:
         """Where a generate step writes: the shared branch for iteration 1 (strategy None), else the strategy's."""

@@ -13,6 +13,11 @@ The plan (Runner.plan, in order):
         rm                  fine-tune the reward model on the subset (from the SFT model at k = 1, else the
                             branch's reward model of k - 1)
         ppo                 PPO from the SFT policy (k = 1) or the branch's PPO policy of k - 1, KL against SFT
+      (the baseline branch, [run] baseline = random or all, trains its RM and PPO the same way; it never samples:
+      from k = 2 on it draws from iteration 1's scored pairs, with seed + k - 1)
+      eval                  each strategy's PPO policy of iteration k against the baseline's (judge win rate on
+                            held-out prompts, both orders) and each RM's accuracy on the held-out pairs its filter
+                            selects for its policy
     report                  intersection of each strategy's subsets across iterations, CDF plot, HTML report
 
 Every step writes a `runs` row (status running) before it starts and replaces it with the finished row (done,
@@ -42,9 +47,10 @@ from .steps import Steps
 # changed key, and after a step reruns, the done steps that depend on it (the rest of its branch; everything
 # after a shared step). Changing what defines the run's data is refused instead.
 STEP_READS = {"ingest": ("data",), "sft": ("sft",), "generate": ("generate",), "embed": ("embed",),
-              "score": ("embed",), "filter": ("filter",), "rm": ("rm",), "ppo": ("ppo",), "report": ()}
+              "score": ("embed",), "filter": ("filter",), "rm": ("rm",), "ppo": ("ppo",), "eval": ("eval",),
+              "report": ()}
 FIXED = ("data", "run.seed", "run.name", "run.workspace", "run.checkpoints")
-CONTENT_ADDRESSED = ("embed", "report")  # rerunning these changes no other step's inputs
+CONTENT_ADDRESSED = ("embed", "eval", "report")  # rerunning these changes no other step's inputs
 
 
 def config_diff(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
@@ -128,18 +134,19 @@ class Runner:
             if k == 1:  # one SFT policy for every branch: sampled once
                 add("generate", shared, 1, lambda: {"policy": str(at.sft_path())}, lambda: run.generate(None, 1))
             else:
-                for s in cfg.run.strategies:
+                for s in cfg.run.strategies:  # a baseline does not sample
                     add("generate", at.branch(s), k, lambda s=s, k=k: {"policy": str(at.policy_for(s, k))},
                         lambda s=s, k=k: run.generate(s, k))
             add("embed", shared, k, lambda: {"model": cfg.embed.model}, run.embed)
             if k == 1:
                 add("score", shared, 1, lambda: {"generations": f"{shared}/it1"}, lambda: run.score(shared, 1))
-            for s in cfg.run.strategies:
+            for s in cfg.branches:
                 b = at.branch(s)
-                if k > 1:
+                if k > 1 and not at.is_baseline(s):
                     add("score", b, k, lambda b=b, k=k: {"generations": f"{b}/it{k}"},
                         lambda b=b, k=k: run.score(b, k))
-                add("filter", b, k, lambda s=s, k=k: {"strategy": s, "similarities": f"{at.data_branch(s, k)}/it{k}",
+                add("filter", b, k, lambda s=s, k=k: {"strategy": s, "similarities":
+                                                      f"{at.data_branch(s, k)}/it{at.data_iteration(s, k)}",
                                                       "eps": cfg.filter.eps, "size": cfg.filter.size},
                     lambda s=s, k=k: run.filter(s, k))
                 add("rm", b, k, lambda s=s, k=k: {"base": str(at.rm_base(s, k)), "subset": at.subset_name(s, k)},
@@ -148,6 +155,10 @@ class Runner:
                                                    "reward": str(at.rm_path(s, k)),
                                                    "reference": str(at.sft_path())},
                     lambda s=s, k=k: run.ppo(s, k), **checkpoint)
+            if cfg.run.baseline:
+                add("eval", shared, k, lambda k=k: {"policies": {s: str(at.ppo_path(s, k)) for s in cfg.branches},
+                                                    "baseline": cfg.run.baseline, "judge": cfg.eval.judge},
+                    lambda k=k: run.evaluate(k))
         add("report", shared, cfg.run.alpha, lambda: {"strategies": cfg.run.strategies}, run.report)
         return steps
 

@@ -122,8 +122,10 @@ class Steps:
         from ..filters import run_filter
 
         f = self.cfg.filter
-        r = run_filter(self.ws, strategy, eps=f.eps, size=f.size, iteration=k, branch=self.at.data_branch(strategy, k),
-                       aggregate=f.aggregate, distinct=f.distinct and strategies.get(strategy).halves,
+        # a baseline draws anew each iteration (seed + k - 1) from the pairs scored in iteration 1
+        r = run_filter(self.ws, strategy, eps=f.eps, size=f.size, iteration=self.at.data_iteration(strategy, k),
+                       branch=self.at.data_branch(strategy, k), aggregate=f.aggregate,
+                       distinct=f.distinct and strategies.get(strategy).halves, seed=self.cfg.run.seed + k - 1,
                        name=self.at.subset_name(strategy, k))
         if r.rows == 0:
             raise CurateError(f"The {strategy} filter of iteration {k} kept no pairs at eps {f.eps}: no pair is "
@@ -147,8 +149,11 @@ class Steps:
                "throughput": {"rm_pairs_per_s": r.trained_rows * c.epochs / max(r.seconds, 1e-9)}}
         if self.cfg.data.eval_split:
             ev = evaluate.evaluate_rm(r.output, str(self.ws.root), split=self.cfg.data.eval_split,
-                                      limit=c.eval_pairs or None, max_length=c.max_length)
-            out.update(eval_pairs=ev["pairs"], eval_accuracy=ev["accuracy"], eval_margin=ev["mean_margin"])
+                                      limit=c.eval_pairs or None, max_length=c.max_length, n_boot=self.cfg.eval.bootstrap,
+                                      seed=self.cfg.run.seed)
+            out.update(eval_pairs=ev["pairs"], eval_accuracy=ev["accuracy"], eval_margin=ev["mean_margin"],
+                       eval_ci=[ev["ci_low"], ev["ci_high"]], eval_wilson=[ev["wilson_low"], ev["wilson_high"]],
+                       eval_by_length={k: v["accuracy"] for k, v in ev["by_length"].items()})
         return out
 
     def ppo(self, strategy: str, k: int) -> dict:
@@ -174,6 +179,65 @@ class Steps:
                "seconds_total": round(time.perf_counter() - t0, 3)}
         if per_step:
             out["throughput"] = {"ppo_prompts_per_s": p.batch_size / per_step}
+        return out
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, k: int) -> dict:
+        """Each strategy's policy of iteration k against the baseline's (one judge, loaded once; responses cached
+        per policy), then each reward model on the held-out pairs its filter selects for its policy."""
+        from ..generate import GenerateParams
+        from ..judge.prompts import eval_prompts
+        from ..judge.template import load_template
+        from ..judge.winrate import compare, eval_branch, make_judge
+
+        cfg, at, e = self.cfg, self.at, self.cfg.eval
+        g = cfg.generate
+        params = GenerateParams(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature,
+                                max_new_tokens=e.max_new_tokens, seed=cfg.run.seed + k, chat_template=g.chat_template)
+        prompts = eval_prompts(self.ws, split=cfg.data.eval_split, limit=e.prompts, seed=cfg.run.seed)
+        template = load_template(e.template or None)
+        judge = make_judge(e.judge, template, base_url=e.base_url or None, api_key_env=e.api_key_env,
+                           concurrency=e.concurrency, batch_size=e.batch_size)
+        base = cfg.run.baseline
+        out: dict = {"judge_id": judge.judge_id, "prompts": len(prompts), "winrates": {}, "rm_policy_accuracy": {}}
+        for s in cfg.run.strategies:
+            c = compare(self.ws, str(at.ppo_path(s, k)), str(at.ppo_path(base, k)), judge, template=e.template or None,
+                        prompts=None, split=cfg.data.eval_split, limit=e.prompts, seed=cfg.run.seed, params=params,
+                        n_boot=e.bootstrap, name=at.comparison_name(s, k), quiet=self.quiet, echo=self.echo,
+                        run={"run_id": at.run_id, "strategy": s, "baseline": base, "iteration": k})
+            st = c.stats
+            out["winrates"][s] = {"win_rate": st.win_rate, "ci": [st.ci_low, st.ci_high], "judged": st.judged,
+                                  "ties": st.ties, "invalid": st.invalid, "lc_win_rate": st.lc_win_rate,
+                                  "significant": st.significant}
+            self.echo(f"      {s} vs {base}: {st.describe()}")
+        out["rm_policy_accuracy"] = self._policy_accuracy(k, params, eval_branch)
+        return out
+
+    def _policy_accuracy(self, k: int, params, eval_branch) -> dict:
+        """Each RM on the held-out pairs its strategy's filter picks from its policy's eval responses (FRFT's claim
+        is about the policy's distribution); a baseline's RM on the pairs the first strategy's filter picks for it."""
+        from ..embedding import embed
+        from ..filters import run_filter
+        from ..models import resolve_policy
+        from ..score import score
+        from ..train.evaluate import evaluate_rm
+
+        cfg, at = self.cfg, self.at
+        embed(self.ws, self._embedder(), backend=cfg.embed.backend, batch_size=cfg.embed.batch_size)
+        out = {}
+        for s in cfg.branches:
+            branch = eval_branch(resolve_policy(str(at.ppo_path(s, k))).model_id, params)
+            r = score(self.ws, 1, branch, self._embedder())
+            strategy = cfg.run.strategies[0] if at.is_baseline(s) else s
+            f = run_filter(self.ws, strategy, eps=cfg.filter.eps, size=cfg.filter.size, iteration=1, branch=branch,
+                           aggregate=cfg.filter.aggregate, name=at.heldout_subset(s, k))
+            if not f.rows:
+                out[s] = {"pairs": 0, "accuracy": None, "scored": r.pairs, "filter": strategy}
+                continue
+            ev = evaluate_rm(at.rm_path(s, k), str(self.ws.root), subset=f.name, max_length=cfg.rm.max_length,
+                             n_boot=cfg.eval.bootstrap, seed=cfg.run.seed)
+            out[s] = {"pairs": ev["pairs"], "accuracy": ev["accuracy"], "ci": [ev["ci_low"], ev["ci_high"]],
+                      "subset": f.name, "filter": strategy}
         return out
 
     # -- the report ---------------------------------------------------------------------------------------
