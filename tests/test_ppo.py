@@ -183,6 +183,22 @@ def test_resume_continues_from_the_saved_step(policy_dir, tmp_path):
     assert [r["reward"] for r in straight] == [r["reward"] for r in result.history]
 
 
+def test_a_finished_run_can_leave_its_optimizer_state_out(policy_dir, tmp_path):
+    """--no-final-optimizer (what `curate run` uses): the last checkpoint drops optimizer.pt (twice the weights),
+    an earlier one's included; a rerun of the finished run still resumes (nothing to train), extending it is refused."""
+    from curate.errors import CurateError
+
+    out = tmp_path / "out"
+    config = small_config(policy_dir, out, steps=2, save_every=1, final_optimizer=False)
+    first = train_ppo(config, prompts=PROMPTS, reward_fn=count_good)
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 2
+    assert not (out / "optimizer.pt").exists() and (out / "model.safetensors").is_file()
+    again = train_ppo(config, prompts=PROMPTS, reward_fn=count_good)  # an interrupted `curate run` step, rerun
+    assert again.step == 2 and [r["reward"] for r in again.history] == [r["reward"] for r in first.history]
+    with pytest.raises(CurateError, match="without its optimizer state"):
+        train_ppo(small_config(policy_dir, out, steps=3, save_every=1), prompts=PROMPTS, reward_fn=count_good)
+
+
 def test_cli_trains_from_a_prompts_file(policy_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))

@@ -168,7 +168,8 @@ class Steps:
             shutil.rmtree(out_dir, ignore_errors=True)
         config = dataclasses.replace(p, policy=str(self.at.policy_for(strategy, k)),
                                      reward=str(self.at.rm_path(strategy, k)), reference=str(self.at.sft_path()),
-                                     output=str(out_dir), seed=self.cfg.run.seed + k, quiet=self.quiet)
+                                     output=str(out_dir), seed=self.cfg.run.seed + k, quiet=self.quiet,
+                                     final_optimizer=False)  # a finished step is redone from scratch, never extended
         t0 = time.perf_counter()
         r = ppo.train_ppo(config, prompts=prompts)
         last = r.history[-1] if r.history else {}

@@ -92,6 +92,11 @@ class PPOConfig:
     # run
     steps: int = setting(100, "PPO steps (rollout + update).")
     save_every: int = setting(50, "Checkpoint every N steps (and at the end).")
+    # the optimizer state is twice the weights (Adam's two moments: 1 GB for SmolLM2-135M); the last checkpoint
+    # needs it only to continue with more --steps. `curate run` never does (a changed [ppo] redoes the step)
+    final_optimizer: bool = setting(True, "Keep the optimizer state in the last checkpoint too, so a later run with "
+                                    "more --steps can continue from it.", flag="--final-optimizer/--no-final-optimizer",
+                                    toml=False)
     seed: int = setting(0, "Seed of sampling and prompt order.", toml=False)
     dtype: str = setting("float32", "Weights of the actor and reference.", choices=("float32", "bfloat16", "float16"))
     resume: bool = setting(False, "Require a checkpoint to resume from (resuming is automatic when one exists).",
@@ -167,7 +172,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
 
     quiet_libraries(config.quiet)
     from .ppo_algo import KLController, ValueHead, compute_gae, entropy, forward, ppo_loss, rollout, whiten
-    from .ppo_state import LOG_FILE, STATE_FILE, save_checkpoint, set_rng_state
+    from .ppo_state import LOG_FILE, OPTIMIZER_FILE, STATE_FILE, save_checkpoint, set_rng_state
 
     accelerator = Accelerator()
     device = accelerator.device
@@ -230,9 +235,14 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         state = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
         start, kl_ctl.value = state["step"], state["kl_coef"]
         accelerator.unwrap_model(value_head).load_state_dict(torch.load(out / "value_head.pt", map_location=device))
-        opt_state = torch.load(out / "optimizer.pt", map_location=device, weights_only=False)
-        actor_opt.load_state_dict(opt_state["actor"])
-        critic_opt.load_state_dict(opt_state["critic"])
+        if start < config.steps:  # a finished run has nothing to train (its last checkpoint may have no optimizer)
+            if not (out / OPTIMIZER_FILE).is_file():
+                raise CurateError(f"{out} holds the last checkpoint of a finished run, saved without its optimizer "
+                                  f"state (--no-final-optimizer): it cannot continue past step {start}. Train into a "
+                                  "new --output, from this folder as --policy.")
+            opt_state = torch.load(out / OPTIMIZER_FILE, map_location=device, weights_only=False)
+            actor_opt.load_state_dict(opt_state["actor"])
+            critic_opt.load_state_dict(opt_state["critic"])
         set_rng_state(state["rng"][accelerator.process_index], prompt_rng)
         if (out / LOG_FILE).is_file():  # rows logged after the checkpoint belong to steps that will be redone
             rows = [json.loads(line) for line in (out / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
@@ -318,7 +328,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
             # save
             if step % config.save_every == 0 or step == config.steps:
                 save_checkpoint(out, step, accelerator, actor, value_head, tokenizer, actor_opt, critic_opt, kl_ctl,
-                                prompt_rng)
+                                prompt_rng, optimizer=config.final_optimizer or step < config.steps)
     finally:
         bars.close()
     return PPOResult(out, max(start, config.steps), history)

@@ -14,7 +14,7 @@ import torch
 
 from .ppo_algo import KLController
 
-STATE_FILE, LOG_FILE = "trainer_state.json", "log.jsonl"
+STATE_FILE, LOG_FILE, OPTIMIZER_FILE = "trainer_state.json", "log.jsonl", "optimizer.pt"
 
 
 def _rng_state(prompt_rng: torch.Generator) -> dict:
@@ -46,8 +46,12 @@ def set_rng_state(state: dict, prompt_rng: torch.Generator) -> None:
 
 
 def save_checkpoint(out: Path, step: int, accelerator, actor, value_head, tokenizer, actor_opt, critic_opt,
-                    kl_ctl: KLController, prompt_rng: torch.Generator) -> None:
-    """Weights, optimizer states and the step into `out`; trainer_state.json last, so its presence means complete."""
+                    kl_ctl: KLController, prompt_rng: torch.Generator, optimizer: bool = True) -> None:
+    """Weights, optimizer states and the step into `out`; trainer_state.json last, so its presence means complete.
+
+    optimizer=False (the last step of a run that will not continue) leaves the optimizer state out, and removes
+    an earlier checkpoint's: what remains is the policy, its value head and the state of a finished run.
+    """
     from accelerate.utils import gather_object
 
     rng = gather_object([_rng_state(prompt_rng)])  # one per process
@@ -56,7 +60,10 @@ def save_checkpoint(out: Path, step: int, accelerator, actor, value_head, tokeni
         accelerator.unwrap_model(actor).save_pretrained(out)
         tokenizer.save_pretrained(out)
         torch.save(accelerator.unwrap_model(value_head).state_dict(), out / "value_head.pt")
-        torch.save({"actor": actor_opt.state_dict(), "critic": critic_opt.state_dict()}, out / "optimizer.pt")
+        if optimizer:
+            torch.save({"actor": actor_opt.state_dict(), "critic": critic_opt.state_dict()}, out / OPTIMIZER_FILE)
         state = {"step": step, "kl_coef": kl_ctl.value, "rng": rng}
         (out / STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        if not optimizer:  # only after the new state: until then the older checkpoint stays whole
+            (out / OPTIMIZER_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()

@@ -57,18 +57,21 @@ def token_ids(tokenizer, prompt: str, response: str, max_length: int | None) -> 
 
 def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 8,
           max_length: int | None = 1024) -> "torch.Tensor":
-    """The reward of each prompt + response (float32, on the CPU), in batches padded on the right."""
+    """The reward of each prompt + response (float32, on the CPU, in the order given), in batches padded on the
+    right. Rows are batched by length (shortest first): a row's score does not depend on its batch (right padding,
+    causal attention, the head reads the last real token), but a batch costs as much as its longest row times its
+    rows, and held-out pairs range from 20 to 250 tokens."""
     import torch
 
     pad = tokenizer.pad_token_id
-    out = []
+    seqs = [token_ids(tokenizer, p, r, max_length) for p, r in zip(prompts, responses, strict=True)]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.zeros(len(seqs))
     with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            seqs = [token_ids(tokenizer, p, r, max_length)
-                    for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size],
-                                    strict=True)]
-            width = max(len(s) for s in seqs)
-            input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=model.device)
-            out.append(model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(seqs[i]) for i in rows)
+            input_ids = torch.tensor([seqs[i] + [pad] * (width - len(seqs[i])) for i in rows], device=model.device)
+            mask = torch.tensor([[1] * len(seqs[i]) + [0] * (width - len(seqs[i])) for i in rows], device=model.device)
+            out[rows] = model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().cpu()
+    return out

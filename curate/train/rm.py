@@ -194,7 +194,11 @@ def train_rm(config: RMConfig) -> RMResult:
     # data
     rows = load_preferences(config.workspace, subset=config.subset, data=config.data)
 
-    # model
+    # model: seeded first, as --seed says: a causal-LM base gets a fresh reward head, drawn from torch's global RNG
+    # (the Trainer seeds only once it is built; unseeded, the same run trained a different model each time)
+    from transformers import set_seed
+
+    set_seed(config.seed)
     model, tokenizer, pad_token_set = load_reward_model(base, kind="rm-base")
     if pad_token_set:
         say(f"the tokenizer of {config.base} has no pad token: using its eos token {tokenizer.eos_token!r} as pad")
