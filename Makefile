@@ -29,10 +29,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # FRFT(2) end to end on the preference set that ships with curate (or DEMO_DATA=your.jsonl.gz): SFT, then per
-# iteration generate -> embed -> score -> filter (4 strategies) -> reward model -> PPO, then the reports.
+# iteration generate -> embed -> score -> filter (split-even and the random baseline) -> reward model -> PPO ->
+# eval (judge win rate against the baseline), then the reports; it ends with the paper's Table 1 layout.
 # Rerunning continues the run: finished steps are skipped.
 demo: $(STAMP)
 	$(CURATE) run --config configs/demo.toml --resume $(if $(DEMO_DATA),--data $(DEMO_DATA))
+	$(CURATE) report winrate --run demo -w workspace-demo
 
 # The shared HH-RLHF harmless-base test split with its real SmolLM2 generations: ingest -> import generations ->
 # embed -> score -> the paper's four subsets -> reports -> export. No training.
