@@ -290,7 +290,9 @@ def test_unknown_key_lists_the_valid_ones():
 def test_shipped_configs_parse():
     root = Path(__file__).resolve().parents[1] / "configs"
     demo, paper = load(root / "demo.toml"), load(root / "frft-hh.toml")
-    assert demo.run.alpha == 2 and demo.run.strategies == ["overall", "split-even", "negative", "positive"]
+    assert demo.run.alpha == 2 and demo.run.strategies == ["split-even"] and demo.run.baseline == "random"
+    assert demo.branches == ["split-even", "random"] and demo.eval.judge == "hf:smollm2-135m"
+    assert paper.run.strategies == ["overall", "split-even", "negative", "positive"] and paper.eval.prompts == 1000
     assert (paper.sft.model, paper.embed.model) == ("gpt2-medium", "AnnaWegmann/Style-Embedding")
     assert (paper.filter.size, paper.filter.eps, paper.run.alpha) == (2000, 0.2, 2)
     assert (paper.ppo.actor_lr, paper.ppo.critic_lr, paper.ppo.kl_coef, paper.rm.lr) == (5e-6, 9e-6, 0.02, 9e-6)

@@ -74,8 +74,8 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
                      _interval(d["wilson_low"], d["wilson_high"]), f"{d['mean_margin']:.3f}",
                      f"{_pct(bl['chosen_longer']['accuracy'])} ({bl['chosen_longer']['pairs']})",
                      f"{_pct(bl['rejected_longer']['accuracy'])} ({bl['rejected_longer']['pairs']})"))
-    print_table(["pairs", "n", "accuracy %", "95% bootstrap", "Wilson", "margin", "chosen longer", "rejected longer"],
-                rows, title=f"reward model {res['reward_model']}")
+    print_table(["pairs", "n", "accuracy %", "95% bootstrap", "Wilson", "mean margin", "chosen longer",
+                 "rejected longer"], rows, title=f"reward model {res['reward_model']}")
 
 
 @eval_.command("winrate")
@@ -113,7 +113,7 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
 def eval_winrate(a, b, judge, base_url, api_key_env, concurrency, template, prompts, prompt_field, split, limit,
                  max_new_tokens, temperature, top_k, chat_template, batch_size, n_boot, seed, name, as_json, workspace,
                  quiet):
-    """Win rate of policy A against policy B on held-out prompts, judged in both orders.
+    """Win rate of policy A against policy B, judged in both orders.
 
     Each policy answers the same prompts (cached on an eval/ branch of `generations`); the judge sees every
     prompt twice, A first and B first; a verdict that changes with the order is a tie. Verdicts are stored in

@@ -136,7 +136,7 @@ def html(workspace, output, eps, as_json, quiet):
 @output_options
 @quiet_option
 def winrate(workspace, run_id, png, long_form, fmt, output, quiet):
-    """Win rates against the baseline by strategy and iteration (the paper's Tables 1 and 2).
+    """Win rates against the baseline, by strategy and iteration (FRFT Tables 1-2).
 
     Each cell is the win rate in % with its 95% bootstrap interval ((wins + ties/2) / judged prompts); below the
     table, one line per comparison says whether the interval excludes 50%.

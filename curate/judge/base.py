@@ -2,7 +2,7 @@
 
     judge.judge(requests, on_answer)    # calls on_answer(i, Answer) as each verdict arrives, in any order
 
-A judge's `judge_id` names it in the `judgments` table (kind:model@identity), and `identity` is recorded with
+A judge's `judge_id` names it in the `judgments` table (kind:model[@host]#<hash of its identity>), and `identity` is recorded with
 every comparison. Verdicts are the label the judge chose for what it was shown: "A" (the first answer), "B"
 (the second), "tie" (a judge that scores both the same) or "invalid" (an answer that is neither A nor B, after
 one retry). Which policy was shown first is the caller's business (curate.judge.winrate).
@@ -20,6 +20,15 @@ VERDICTS = ("A", "B", "tie", "invalid")
 # "A", "B.", "(A)", "Output: B", "Answer: A", "**A**": the first word must be the label; "A or B" is invalid
 _LABEL = re.compile(r"^\W*(?:(?:output|answer|final answer)\s*[:\-]?\s*)?\W*([AB])(?![\w])(?!\s+or\s+[AB]\b)",
                     re.IGNORECASE)
+
+
+def identity_hash(identity: dict) -> str:
+    """8 hex digits of a judge's identity: settings that change its verdicts (dtype, max_length, endpoint,
+    max_tokens) give another judge_id, so a stored verdict is only reused by the same judge."""
+    import hashlib
+    import json
+
+    return hashlib.md5(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def parse_verdict(text: str | None) -> str:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 
 from ..errors import CurateError
-from .base import Answer, Request
+from .base import Answer, Request, identity_hash
 from .template import Template
 
 ANSWER_CUE = "\n\nOutput:"
@@ -33,9 +33,9 @@ class LocalLMJudge:
         lp = load_policy(ref, device, dtype)
         self.model, self.tokenizer, self.template = lp.model, lp.tokenizer, template
         self.batch_size, self.cache_prefix = max(1, batch_size), cache_prefix
-        self.judge_id = f"hf:{ref.model_id}"
         self.identity = {"kind": "hf", "model": ref.name, "model_id": ref.model_id, "revision": ref.revision,
                          "dtype": lp.dtype, "answer_cue": ANSWER_CUE, "verdict": "argmax of p(A), p(B) next token"}
+        self.judge_id = f"hf:{ref.model_id}#{identity_hash(self.identity)}"
         self.label_ids = {label: self._single_tokens(label) for label in ("A", "B")}
         if not all(self.label_ids.values()):
             raise CurateError(f"The tokenizer of {ref.name} has no single token for 'A' or 'B' (with or without a "
@@ -135,15 +135,17 @@ class RewardModelJudge:
         self.model, self.tokenizer, _ = load_reward_model(ref, kind="reward")
         self.model.eval()
         self.batch_size, self.max_length = batch_size, max_length
-        self.judge_id = f"rm:{ref.model_id}"
         self.identity = {"kind": "rm", "model": ref.name, "model_id": ref.model_id, "revision": ref.revision,
                          "max_length": max_length, "verdict": "the higher reward of prompt + answer"}
+        self.judge_id = f"rm:{ref.model_id}#{identity_hash(self.identity)}"
 
     def judge(self, requests: list[Request], on_answer: Callable[[int, Answer], None]) -> None:
         from ..train.reward import score
 
         texts = sorted({(r.question, a) for r in requests for a in (r.answer_a, r.answer_b)})
-        rewards = dict(zip(texts, score(self.model, self.tokenizer, [q for q, _ in texts], [a for _, a in texts],
+        # HH responses start with a space after "Assistant:", as the reward model saw them in training
+        spaced = [a if a[:1].isspace() else " " + a for _, a in texts]
+        rewards = dict(zip(texts, score(self.model, self.tokenizer, [q for q, _ in texts], spaced,
                                         self.batch_size, self.max_length).tolist()))
         for i, r in enumerate(requests):
             a, b = rewards[(r.question, r.answer_a)], rewards[(r.question, r.answer_b)]

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from urllib.parse import urlsplit, urlunsplit
 
 from curate.errors import CurateError
-from curate.judge.base import Answer, Request, parse_verdict
+from curate.judge.base import Answer, Request, identity_hash, parse_verdict
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MESSAGE_CHARS = 300  # of a server's error message quoted in ours
@@ -62,9 +62,26 @@ class OpenAIJudge:
 
             client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
         self.client = client
-        self.judge_id = f"openai:{model}@{urlsplit(self.base_url).netloc}"
         self.identity = {"kind": "openai", "model": model, "base_url": self.base_url, "max_tokens": max_tokens,
                          "temperature": 0}
+        self.judge_id = f"openai:{model}@{urlsplit(self.base_url).netloc}#{identity_hash(self.identity)}"
+
+    def check(self) -> None:
+        """Ask the endpoint for its models before any work: an unreachable server, a refused key or an unknown
+        model fails here, not after the policies have answered every prompt. A server without GET /models (or
+        that lists none) is let through: the first judgment will say what is wrong."""
+        import openai
+
+        try:
+            names = [m.id for m in self.client.models.list()]
+        except (openai.APIConnectionError, openai.AuthenticationError) as e:
+            raise self._error(e) from None
+        except openai.OpenAIError:
+            return
+        if names and self.model not in names:
+            shown = ", ".join(sorted(names)[:10]) + (" ..." if len(names) > 10 else "")
+            raise CurateError(f"the judge endpoint {self.base_url} has no model {self.model!r} (it lists {shown}): "
+                              "check the model name")
 
     def __repr__(self) -> str:
         return f"OpenAIJudge({self.judge_id!r})"

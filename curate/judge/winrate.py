@@ -163,8 +163,12 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
     params = params or GenerateParams(max_new_tokens=128)
     if a == b:
         raise CurateError(f"--a and --b are the same ({a}): compare two different policies.")
-    # a judge is checked (its key, its model) before any response is generated
+    if n_boot < 1:
+        raise CurateError(f"--bootstrap must be at least 1 (resamples of the win rate's interval); got {n_boot}.")
+    # a judge is checked (its key, its endpoint and model) before any response is generated
     jd = judge if not isinstance(judge, str) else make_judge(judge, tpl, **(judge_options or {}))
+    if hasattr(jd, "check"):
+        jd.check()
     template_sha = "" if jd.judge_id.startswith("rm:") else tpl.sha256
 
     stored = {s: stored_side(ws, s) for s in (a, b) if s.startswith("gen:")}
@@ -188,17 +192,26 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
         raise CurateError(f"{a} and {b} have no responses to the same prompts: nothing to judge.")
 
     cache = _cached(ws, jd.judge_id, template_sha)
-    verdicts: dict[tuple[str, str], tuple[str, int]] = {}  # (prompt key, order) -> (verdict, attempts)
+    verdicts: dict[tuple[str, str], str] = {}  # (prompt key, order) -> verdict
     todo: list[tuple[str, str, Request, tuple[str, str, str]]] = []
+    asked: dict[tuple[str, str, str], int] = {}  # presentation -> its index in todo (each is asked once)
+    waiting: dict[int, list[tuple[str, str]]] = {}  # todo index -> the (prompt key, order) it answers
     for p, ra, rb in items:
+        if ra == rb:  # the same response twice: a tie, nothing to ask (and no position to be consistent about)
+            verdicts[(p.key, "ab")] = verdicts[(p.key, "ba")] = "same"
+            continue
         for order, (first, second) in (("ab", (ra, rb)), ("ba", (rb, ra))):
             key = (md5(p.text), md5(first), md5(second))
             if key in cache:
-                verdicts[(p.key, order)] = (cache[key][0], 0)
+                verdicts[(p.key, order)] = cache[key][0]
+            elif key in asked:
+                waiting[asked[key]].append((p.key, order))
             else:
+                asked[key] = len(todo)
+                waiting[len(todo)] = [(p.key, order)]
                 req = Request(tpl.render(question_text(p.text), first, second), p.text, first, second)
                 todo.append((p.key, order, req, key))
-    cached = len(verdicts)
+    cached = sum(v != "same" for v in verdicts.values())
     if todo:
         echo(f"judging {len(todo):,} presentations with {jd.judge_id} ({cached:,} already judged)")
     responses = {p.key: (ra, rb) for p, ra, rb in items}
@@ -218,7 +231,8 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
         def on_answer(i: int, ans: Answer) -> None:
             pkey, order, req, (ph, _, _) = todo[i]
             ra, rb = responses[pkey]
-            verdicts[(pkey, order)] = (ans.verdict, ans.attempts)
+            for answered in waiting[i]:
+                verdicts[answered] = ans.verdict
             pending.append({"judge_id": jd.judge_id, "template_sha256": template_sha, "prompt_hash": ph,
                             "a_hash": md5(ra), "b_hash": md5(rb), "order": order, "raw": ans.raw,
                             "verdict": ans.verdict, "created_at": _now(),
@@ -236,8 +250,11 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
 
     outcomes, consistent, len_a, len_b = [], [], [], []
     for p, ra, rb in items:
-        v_ab, v_ba = verdicts[(p.key, "ab")][0], verdicts[(p.key, "ba")][0]
-        if "invalid" in (v_ab, v_ba):
+        v_ab, v_ba = verdicts[(p.key, "ab")], verdicts[(p.key, "ba")]
+        if v_ab == "same":
+            outcomes.append(0.5)
+            consistent.append(True)
+        elif "invalid" in (v_ab, v_ba):
             outcomes.append(None)
             consistent.append(None)
         else:
@@ -268,10 +285,12 @@ def _short(policy_id: str) -> str:
 
 
 def _pair_prompts(ws: Workspace, keys: set[str]) -> list[Prompt]:
+    """One prompt per distinct prompt text (a prompt shared by several pairs has the same sample in each), keyed
+    by its smallest pair_id, as curate.generate keys it."""
     with ws.connect() as con:
-        rows = con.execute("select pair_id, prompt from pairs where pair_id in (select unnest($k))",
-                           {"k": sorted(keys)}).fetchall()
-    return [Prompt(pid, text, [pid]) for pid, text in rows]
+        rows = con.execute("select prompt, list(pair_id order by pair_id) from pairs where pair_id in "
+                           "(select unnest($k)) group by prompt", {"k": sorted(keys)}).fetchall()
+    return [Prompt(ids[0], text, ids) for text, ids in rows]
 
 
 def _store(ws: Workspace, c: Comparison, run: dict, params: GenerateParams) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 WINRATES_SQL = """
 select * exclude (rn) from (
-    select strategy, baseline, iteration, name, judge_id, judged, wins, ties, losses, invalid, win_rate, ci_low,
+    select run_id, strategy, baseline, iteration, name, judge_id, judged, wins, ties, losses, invalid, win_rate, ci_low,
            ci_high, wilson_low, wilson_high, lc_win_rate, consistency, a_policy, b_policy, created_at,
            row_number() over (partition by coalesce(run_id, name), strategy, iteration order by created_at desc) as rn
     from winrates
@@ -44,7 +44,8 @@ def winrate_table(ws: Workspace, run_id: str | None = None) -> "pl.DataFrame":
 
     from .. import strategies
 
-    rows = sorted(df.iter_rows(named=True), key=lambda r: (strategies.order_key(r["strategy"] or r["name"]),
+    rows = sorted(df.iter_rows(named=True), key=lambda r: (r["run_id"] or "", strategies.order_key(r["strategy"] or
+                                                                                               r["name"]),
                                                             r["iteration"] or 0))
     return pl.DataFrame(rows, schema=df.schema)
 
@@ -54,15 +55,22 @@ def cell(rate, lo, hi) -> str:
 
 
 def pivot(df: "pl.DataFrame") -> tuple[list[str], list[list[str]]]:
-    """The paper's layout: a row per strategy, a column per iteration, "win% [low, high]" cells."""
+    """The paper's layout: a row per (run, strategy), a column per iteration, "win% [low, high]" cells; a
+    comparison made outside a run (`curate eval winrate`) is a row of its own, named after it, in column "-"."""
     iterations = sorted({i for i in df["iteration"].to_list() if i is not None})
-    rows = []
-    for strategy in dict.fromkeys(df["strategy"].to_list()):
-        part = df.filter(df["strategy"] == strategy) if strategy is not None else df.filter(df["strategy"].is_null())
-        by_it = {r["iteration"]: r for r in part.iter_rows(named=True)}
-        rows.append([strategy or part["name"][0]] + [cell(by_it[i]["win_rate"], by_it[i]["ci_low"], by_it[i]["ci_high"])
-                                                     if i in by_it else "-" for i in iterations])
-    return ["strategy"] + [f"iteration {i} win % [95% CI]" for i in iterations], rows
+    has_plain = any(i is None for i in df["iteration"].to_list())
+    columns = iterations + ([None] if has_plain else [])
+    runs = {r for r in df["run_id"].to_list() if r is not None}
+    table: dict[tuple, dict] = {}
+    for r in df.iter_rows(named=True):
+        label = r["strategy"] if r["run_id"] is not None else r["name"]
+        if r["run_id"] is not None and len(runs) > 1:
+            label = f"{r['run_id']}: {label}"
+        table.setdefault((r["run_id"] or "", label), {})[r["iteration"]] = r
+    rows = [[label] + [cell(by[i]["win_rate"], by[i]["ci_low"], by[i]["ci_high"]) if i in by else "-"
+                       for i in columns] for (_, label), by in table.items()]
+    header = ["strategy"] + [f"iteration {i} win % [95% CI]" if i is not None else "win % [95% CI]" for i in columns]
+    return header, rows
 
 
 def verdicts(df: "pl.DataFrame") -> list[str]:
@@ -74,7 +82,8 @@ def verdicts(df: "pl.DataFrame") -> list[str]:
             continue
         excluded = r["ci_low"] > 0.5 or r["ci_high"] < 0.5
         side = "better than" if r["ci_low"] > 0.5 else "worse than"
-        lines.append(f"{r['strategy'] or r['name']} it{r['iteration']} vs {r['baseline'] or 'B'}: "
+        what = f"{r['strategy']} it{r['iteration']} vs {r['baseline']}" if r["run_id"] else r["name"]
+        lines.append(f"{what}: "
                      f"{100 * r['win_rate']:.1f}% of {r['judged']} judged prompts, 95% CI "
                      f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]: "
                      + (f"{side} the baseline (the interval excludes 50%)" if excluded

@@ -226,6 +226,8 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
         raise bad("[run] baseline", "needs held-out prompts to compare the policies on: set [data] eval_split.")
     if cfg.eval.prompts < 1:
         raise bad("[eval] prompts", f"must be at least 1; got {cfg.eval.prompts}.")
+    if cfg.eval.bootstrap < 1:
+        raise bad("[eval] bootstrap", f"must be at least 1 (resamples of each interval); got {cfg.eval.bootstrap}.")
     if not cfg.data.sources:
         raise bad("[data] sources", "is missing: list the preference files, e.g. sources = [\"demo\"] or "
                   "[\"hf:Anthropic/hh-rlhf\"].")

@@ -48,7 +48,7 @@ from .steps import Steps
 # after a shared step). Changing what defines the run's data is refused instead.
 STEP_READS = {"ingest": ("data",), "sft": ("sft",), "generate": ("generate",), "embed": ("embed",),
               "score": ("embed",), "filter": ("filter",), "rm": ("rm",), "ppo": ("ppo",), "eval": ("eval",),
-              "report": ()}
+              "report": ("eval",)}  # the report shows the eval steps' win rates
 FIXED = ("data", "run.seed", "run.name", "run.workspace", "run.checkpoints")
 CONTENT_ADDRESSED = ("embed", "eval", "report")  # rerunning these changes no other step's inputs
 
@@ -134,7 +134,7 @@ class Runner:
             if k == 1:  # one SFT policy for every branch: sampled once
                 add("generate", shared, 1, lambda: {"policy": str(at.sft_path())}, lambda: run.generate(None, 1))
             else:
-                for s in cfg.run.strategies:  # a baseline does not sample
+                for s in [s for s in cfg.run.strategies if not at.is_baseline(s)]:  # a baseline does not sample
                     add("generate", at.branch(s), k, lambda s=s, k=k: {"policy": str(at.policy_for(s, k))},
                         lambda s=s, k=k: run.generate(s, k))
             add("embed", shared, k, lambda: {"model": cfg.embed.model}, run.embed)

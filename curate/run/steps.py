@@ -201,7 +201,7 @@ class Steps:
                            concurrency=e.concurrency, batch_size=e.batch_size)
         base = cfg.run.baseline
         out: dict = {"judge_id": judge.judge_id, "prompts": len(prompts), "winrates": {}, "rm_policy_accuracy": {}}
-        for s in cfg.run.strategies:
+        for s in [x for x in cfg.run.strategies if not at.is_baseline(x)]:
             c = compare(self.ws, str(at.ppo_path(s, k)), str(at.ppo_path(base, k)), judge, template=e.template or None,
                         prompts=None, split=cfg.data.eval_split, limit=e.prompts, seed=cfg.run.seed, params=params,
                         n_boot=e.bootstrap, name=at.comparison_name(s, k), quiet=self.quiet, echo=self.echo,
@@ -229,7 +229,10 @@ class Steps:
         for s in cfg.branches:
             branch = eval_branch(resolve_policy(str(at.ppo_path(s, k))).model_id, params)
             r = score(self.ws, 1, branch, self._embedder())
-            strategy = cfg.run.strategies[0] if at.is_baseline(s) else s
+            frft = [x for x in cfg.run.strategies if not at.is_baseline(x)]
+            if at.is_baseline(s) and not frft:
+                continue
+            strategy = frft[0] if at.is_baseline(s) else s
             f = run_filter(self.ws, strategy, eps=cfg.filter.eps, size=cfg.filter.size, iteration=1, branch=branch,
                            aggregate=cfg.filter.aggregate, name=at.heldout_subset(s, k))
             if not f.rows:

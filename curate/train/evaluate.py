@@ -82,7 +82,8 @@ def evaluate_rm(reward: str | os.PathLike, workspace: str | None = None, where: 
     parts: list[tuple[str, Any, dict]] = []
     if rewardbench is None or any(x is not None for x in (where, subset, split)):
         rows = load_eval_pairs(workspace, where=where, subset=subset, split=split, limit=limit)
-        parts.append(("held-out pairs", rows.dataset, rows.source))
+        parts.append((f"held-out: {rows.source.get('where') or rows.source.get('selection')}", rows.dataset,
+                      rows.source))
     if filtered:
         rows = load_eval_pairs(workspace, subset=filtered)
         parts.append((f"selected for the policy ({filtered})", rows.dataset, rows.source))
