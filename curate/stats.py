@@ -141,7 +141,8 @@ class WinRate:
     ci_high: float | None
     wilson_low: float | None  # Wilson score interval at the same level
     wilson_high: float | None
-    consistency: float | None  # position consistency: judged prompts whose two orders agreed / judged
+    consistency: float | None  # position consistency: judged prompts whose two orders agreed / those judged by
+    # the judge (a prompt with consistent None, e.g. identical responses, is left out)
     mean_len_a: float | None  # mean response length in characters over the judged prompts
     mean_len_b: float | None
     by_length: dict  # "a_longer", "b_longer", "same_length": {"judged", "win_rate", "wilson_low", "wilson_high"}
@@ -192,6 +193,8 @@ def summarize(outcomes: Sequence[float | None] | np.ndarray, consistent: Sequenc
     consistency (bool, None when invalid) and response lengths. The Wilson z is the normal quantile of level."""
     y, la, lb = (np.asarray(v, dtype=float) for v in (outcomes, len_a, len_b))
     cons = np.array([c is not None and bool(c) for c in consistent], dtype=bool)
+    # None on a judged prompt: not applicable (identical responses, nothing to be consistent about)
+    known = np.array([c is not None for c in consistent], dtype=bool)
     if not (y.ndim == 1 and y.shape == la.shape == lb.shape == cons.shape):
         raise ValueError("outcomes, consistent, len_a and len_b must be 1-d and of the same length")
     ok = ~np.isnan(y)
@@ -217,7 +220,7 @@ def summarize(outcomes: Sequence[float | None] | np.ndarray, consistent: Sequenc
     lc_ci = _percentiles(_resampled(judged, min(n_boot, 200), seed,
                                     lambda idx: _sigmoid(_fit(yj[idx], d[idx])[0])), level)
     return WinRate(**counts, win_rate=rate, ci_low=ci[0], ci_high=ci[1], wilson_low=wl[0], wilson_high=wl[1],
-                   consistency=float(cons[ok].mean()),
+                   consistency=float(cons[ok & known].mean()) if (ok & known).any() else None,
                    mean_len_a=float(la.mean()), mean_len_b=float(lb.mean()), by_length=by_length,
                    lc_win_rate=lc.win_rate, lc_ci_low=lc_ci[0], lc_ci_high=lc_ci[1], length_coef=lc.length_coef,
                    significant=ci[0] > 0.5 or ci[1] < 0.5, n_boot=n_boot, seed=seed, level=level)

@@ -318,3 +318,52 @@ def test_a_failed_run_leaves_the_old_checkpoint_and_no_staging_folder(base, rm_w
 
 def test_activation_checkpointing_is_on_by_default_and_recorded(trained):
     assert trained.record["config"]["activation_checkpointing"] is True
+
+
+# -- eval rm: intervals, length, the policy's distribution, RewardBench files ----------------------------
+def test_accuracy_counts_ties_as_half_and_splits_by_length():
+    from curate.stats import bootstrap_interval, wilson
+    from curate.train.evaluate import accuracy_stats
+
+    # pair 0 right, pair 1 a tie, pairs 2-3 wrong; chosen longer in pairs 0 and 2
+    s = accuracy_stats([2.0, 1.0, 1.0, 0.0], [1.0, 1.0, 2.0, 1.0], [10, 5, 9, 3], [4, 5, 2, 8], n_boot=500, seed=3)
+    assert (s["pairs"], s["accuracy"], s["ties"]) == (4, 0.375, 1)
+    assert (s["wilson_low"], s["wilson_high"]) == wilson(1.5, 4)
+    assert (s["ci_low"], s["ci_high"]) == bootstrap_interval(__import__("numpy").array([1, 0.5, 0, 0.0]), 500, 3)
+    assert s["mean_margin"] == (1 + 0 - 1 - 1) / 4
+    bl = s["by_length"]
+    assert (bl["chosen_longer"]["pairs"], bl["chosen_longer"]["accuracy"]) == (2, 0.5)
+    assert (bl["rejected_longer"]["pairs"], bl["rejected_longer"]["accuracy"]) == (1, 0.0)
+    assert (bl["same_length"]["pairs"], bl["same_length"]["accuracy"]) == (1, 0.5)
+
+
+def test_eval_rm_on_the_policys_pairs_and_a_rewardbench_file(cli, trained, rm_ws, tmp_path):
+    from curate.filters import run_filter
+
+    # the held-out pairs "the filter selects for the policy": 8 of the 16 scored on an eval branch
+    ids = [r[0] for r in query(rm_ws.root, "select pair_id from pairs where split = 'test' order by pair_id")][:8]
+    sims = pl.DataFrame({"branch": "heldout", "iteration": 1, "pair_id": ids, "model_id": "m-1", "pos_sim": 0.9,
+                         "neg_sim": 0.5, "pos_sim_max": 0.9, "neg_sim_max": 0.5, "n_samples": 1})
+    with rm_ws.transaction() as tx:
+        tx.add("similarities", sims, key="heldout-it1-m-1")
+    run_filter(rm_ws, "all", iteration=1, branch="heldout", name="heldout-all")
+    bench = tmp_path / "rewardbench.jsonl"
+    rows = [{"prompt": f"question {i} about topic {i % 7}?", "chosen": f"answer {i % 5} is good",
+             "rejected": f"answer {i % 5} is bad", "subset": "easy" if i % 2 else "hard"} for i in range(12)]
+    write_jsonl(bench, rows)
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--filtered", "heldout-all",
+            "--rewardbench", bench, "--split", "test", "--bootstrap", "200", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    names = [d["distribution"] for d in res["distributions"]]
+    assert names == ["held-out: split = 'test'", "selected for the policy (heldout-all)", "rewardbench easy",
+                     "rewardbench hard"]
+    pairs = [d["pairs"] for d in res["distributions"]]
+    assert pairs == [16, 8, 6, 6]
+    for d in res["distributions"]:
+        assert d["accuracy"] >= 0.8 and d["ci_low"] <= d["accuracy"] <= d["ci_high"], d["distribution"]
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--rewardbench", bench)
+    assert r.exit_code == 0 and "rewardbench easy" in r.stdout and "95% bootstrap" in r.stdout
+    write_jsonl(bad := tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--rewardbench", bad)
+    assert r.exit_code == 1 and "lacks column(s) subset" in r.stderr

@@ -241,3 +241,53 @@ def test_unknown_judge_kind():
 
     with pytest.raises(CurateError, match="expected openai:MODEL, hf:MODEL_OR_FOLDER or rm:FOLDER"):
         make_judge("claude:opus", load_template())
+
+
+def test_an_unknown_model_fails_before_any_response_and_the_key_is_never_shown(cli, wws, policies, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with OpenAIServer(api_key=KEY, models=("judge",)) as server:
+        r = cli("eval", "winrate", "--a", policies["a"], "--b", policies["b"], "--judge", "openai:nope",
+                "--base-url", server.base_url, "-w", wws.root)
+        assert r.exit_code == 1 and "has no model 'nope'" in r.stderr
+        assert server.chat_requests == []
+        assert query(wws.root, "select count(*) from generations")[0][0] == 0
+        r = cli("eval", "winrate", "--a", policies["a"], "--b", policies["b"], "--judge", "openai:judge",
+                "--base-url", server.base_url, "--max-new-tokens", "6", "--temperature", "0", "-w", wws.root)
+        assert r.exit_code == 0, r.output
+        assert KEY not in r.stdout + r.stderr
+    r = cli("eval", "winrate", "--a", policies["a"], "--b", policies["b"], "--judge", "openai:judge",
+            "--base-url", "http://127.0.0.1:9/v1", "-w", wws.root)  # nothing listens on port 9
+    assert r.exit_code == 1 and "cannot reach the judge endpoint http://127.0.0.1:9/v1" in r.stderr
+    assert query(wws.root, "select count(*) from judgments")[0][0] == 10  # the earlier verdicts stay
+
+
+def test_stored_generations_identical_responses_and_bootstrap_checks(wws, policies, cli, tmp_path):
+    """gen:BRANCH:ITERATION sides; a prompt where both policies wrote the same text is a tie with no request."""
+    from curate.generations import import_generations
+
+    pids = [r[0] for r in query(wws.root, "select pair_id from pairs order by pair_id")]
+    a_rows = [{"pair_id": p, "text": f"answer {i}"} for i, p in enumerate(pids)]
+    b_rows = [{"pair_id": p, "text": "answer 0" if i == 0 else f"other {i}"} for i, p in enumerate(pids)]
+    import_generations(wws, str(write_jsonl(tmp_path / "a.jsonl", a_rows)), iteration=1, branch="ga", policy="pa")
+    import_generations(wws, str(write_jsonl(tmp_path / "b.jsonl", b_rows)), iteration=1, branch="gb", policy="pb")
+    c = compare(wws, "gen:ga:1", "gen:gb:1", f"rm:{policies['rm']}", n_boot=100, quiet=True)
+    assert (c.a.policy_id, c.b.policy_id, c.prompts) == ("pa", "pb", 5)
+    assert c.requested == 8  # 4 prompts x 2 orders; the identical pair asks nothing
+    assert c.stats.ties >= 1 and c.stats.judged == 5 and c.stats.consistency == 1.0
+    with pytest.raises(CurateError, match="--bootstrap must be at least 1"):
+        compare(wws, "gen:ga:1", "gen:gb:1", f"rm:{policies['rm']}", n_boot=0, quiet=True)
+    with pytest.raises(CurateError, match="gen:BRANCH:ITERATION"):
+        compare(wws, "gen:ga", "gen:gb:1", f"rm:{policies['rm']}", quiet=True)
+
+
+def test_report_winrate_long_png_and_plain_comparisons(cli, wws, policies, tmp_path):
+    run(wws, policies, f"rm:{policies['rm']}", name="a-vs-b")
+    r = cli("report", "winrate", "-w", wws.root, "--png", tmp_path / "w.png")
+    assert r.exit_code == 0, r.output
+    assert "a-vs-b" in r.stdout and "win % [95% CI]" in r.stdout and (tmp_path / "w.png").stat().st_size > 1000
+    r = cli("report", "winrate", "-w", wws.root, "--long", "--format", "csv")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("run_id,strategy,baseline,iteration,name")
+    r = cli("report", "winrate", "-w", wws.root, "--run", "nosuch")
+    assert r.exit_code == 1 and "No win rates for run 'nosuch'" in r.stderr
+    r = cli("report", "html", "-w", wws.root, "-o", tmp_path / "r.html")
+    assert r.exit_code == 0 and "Win rates against the baseline" in (tmp_path / "r.html").read_text()

@@ -125,6 +125,7 @@ class Comparison:
     cached: int  # judgments found in the table
     stats: WinRate
     comparison_id: str = ""
+    identical: int = 0  # prompts both policies answered with the same text: ties, nothing asked
     seconds: float = 0.0
     manifest: str = ""
 
@@ -132,7 +133,8 @@ class Comparison:
         return {"name": self.name, "comparison_id": self.comparison_id, "a": self.a.spec, "a_policy": self.a.policy_id,
                 "b": self.b.spec, "b_policy": self.b.policy_id, "judge_id": self.judge_id,
                 "judge": self.judge_identity, "template": self.template, "template_sha256": self.template_sha256,
-                "prompts": self.prompts, "judgments_requested": self.requested, "judgments_cached": self.cached,
+                "prompts": self.prompts, "identical_responses": self.identical,
+                "judgments_requested": self.requested, "judgments_cached": self.cached,
                 "seconds": round(self.seconds, 3), "manifest": self.manifest, **self.stats.to_dict()}
 
 
@@ -253,7 +255,7 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
         v_ab, v_ba = verdicts[(p.key, "ab")], verdicts[(p.key, "ba")]
         if v_ab == "same":
             outcomes.append(0.5)
-            consistent.append(True)
+            consistent.append(None)
         elif "invalid" in (v_ab, v_ba):
             outcomes.append(None)
             consistent.append(None)
@@ -264,11 +266,12 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
         len_a.append(len(ra))
         len_b.append(len(rb))
     stats = summarize(outcomes, consistent, len_a, len_b, n_boot=n_boot, seed=seed)
+    identical = sum(ra == rb for _, ra, rb in items)
     name = name or f"{_short(sa.policy_id)}-vs-{_short(sb.policy_id)}"
     ident = json.dumps([sa.policy_id, sb.policy_id, jd.judge_id, template_sha, sorted(r for r in responses),
                         asdict(params), n_boot, seed], sort_keys=True)
     comp = Comparison(name, sa, sb, jd.judge_id, jd.identity, tpl.name, template_sha, len(items), len(todo), cached,
-                      stats, comparison_id=md5(ident)[:16])
+                      stats, comparison_id=md5(ident)[:16], identical=identical)
     comp.seconds = time.perf_counter() - t0
     _store(ws, comp, run or {}, params)
     return comp
@@ -309,7 +312,8 @@ def _store(ws: Workspace, c: Comparison, run: dict, params: GenerateParams) -> N
            "template_sha256": c.template_sha256, "prompts": c.prompts, "judged": s.judged, "wins": s.wins,
            "losses": s.losses, "ties": s.ties, "invalid": s.invalid, "win_rate": s.win_rate, "ci_low": s.ci_low,
            "ci_high": s.ci_high, "wilson_low": s.wilson_low, "wilson_high": s.wilson_high,
-           "lc_win_rate": s.lc_win_rate, "consistency": s.consistency, "stats": json.dumps(s.to_dict()),
+           "lc_win_rate": s.lc_win_rate, "consistency": s.consistency,
+           "stats": json.dumps({**s.to_dict(), "identical_responses": c.identical}),
            "created_at": _now()}
     with ws.transaction("curate eval winrate") as tx:
         tx.remove("winrates", ws.files("winrates", key=c.name))  # a comparison of the same name is replaced

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 WINRATES_SQL = """
 select * exclude (rn) from (
     select run_id, strategy, baseline, iteration, name, judge_id, judged, wins, ties, losses, invalid, win_rate, ci_low,
-           ci_high, wilson_low, wilson_high, lc_win_rate, consistency, a_policy, b_policy, created_at,
+           ci_high, wilson_low, wilson_high, lc_win_rate, consistency,
+           cast(json_extract(stats, '$.identical_responses') as integer) as identical, a_policy, b_policy,
+           strftime(created_at, '%Y-%m-%dT%H:%M:%SZ') as created_at,
            row_number() over (partition by coalesce(run_id, name), strategy, iteration order by created_at desc) as rn
     from winrates
     where ($run_id is null or run_id = $run_id)
@@ -83,9 +85,16 @@ def verdicts(df: "pl.DataFrame") -> list[str]:
         excluded = r["ci_low"] > 0.5 or r["ci_high"] < 0.5
         side = "better than" if r["ci_low"] > 0.5 else "worse than"
         what = f"{r['strategy']} it{r['iteration']} vs {r['baseline']}" if r["run_id"] else r["name"]
-        lines.append(f"{what}: "
-                     f"{100 * r['win_rate']:.1f}% of {r['judged']} judged prompts, 95% CI "
-                     f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]: "
-                     + (f"{side} the baseline (the interval excludes 50%)" if excluded
-                        else "not distinguishable from the baseline (the interval contains 50%)"))
+        line = (f"{what}: {100 * r['win_rate']:.1f}% of {r['judged']} judged prompts ({r['wins']} wins, {r['ties']} "
+                f"ties, {r['losses']} losses), 95% CI [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}], Wilson "
+                f"[{100 * r['wilson_low']:.1f}, {100 * r['wilson_high']:.1f}]: "
+                + (f"{side} the baseline (the interval excludes 50%)" if excluded
+                   else "not distinguishable from the baseline (the interval contains 50%)"))
+        notes = []
+        if r.get("identical"):
+            notes.append(f"{r['identical']} prompts answered identically by both policies (ties, not judged)")
+        if r["consistency"] is not None and r["consistency"] < 0.5:
+            notes.append(f"the judge kept its verdict when the order was swapped on only {100 * r['consistency']:.0f}% "
+                         "of prompts: it follows position more than the answers")
+        lines.append(line + ("; " + "; ".join(notes) if notes else ""))
     return lines
