@@ -13,7 +13,7 @@ import time
 import pytest
 
 from curate.errors import CurateError
-from curate.judge.base import Answer, Request
+from curate.judge.base import Answer, Request, identity_hash
 from curate.judge.openai_judge import OpenAIJudge
 
 from .openai_server import OpenAIServer, ServerError
@@ -271,18 +271,20 @@ def test_a_ready_client_is_used_as_it_is(monkeypatch):
         chat = type("Chat", (), {"completions": Completions()})()
 
     judge = OpenAIJudge("m", client=Client())
-    assert judge.judge_id == "openai:m@10.1.2.3:8080"
+    assert judge.judge_id.startswith("openai:m@10.1.2.3:8080#")
     with pytest.raises(CurateError, match=r"not a chat completion \(check --base-url.*<html>a web page"):
         run(judge, requests_(1))
 
 
 def test_judge_id_and_identity_hold_no_key_or_credentials():
     judge = OpenAIJudge("gpt-4o-mini")
-    assert judge.judge_id == "openai:gpt-4o-mini@api.openai.com"
     assert judge.identity == {"kind": "openai", "model": "gpt-4o-mini", "base_url": "https://api.openai.com/v1",
                               "max_tokens": 8, "temperature": 0}
+    # the id: model, host, and a hash of the identity (a setting that changes verdicts is another judge)
+    assert judge.judge_id == f"openai:gpt-4o-mini@api.openai.com#{identity_hash(judge.identity)}"
+    assert OpenAIJudge("gpt-4o-mini", max_tokens=16).judge_id != judge.judge_id
     judge = OpenAIJudge("m", base_url="http://user:pw@10.0.0.5:8000/v1/?token=abc#frag")
-    assert judge.judge_id == "openai:m@10.0.0.5:8000"
+    assert judge.judge_id.startswith("openai:m@10.0.0.5:8000#")
     assert judge.identity["base_url"] == "http://10.0.0.5:8000/v1"
     assert_no_key(judge.judge_id, json.dumps(judge.identity), repr(judge))
 

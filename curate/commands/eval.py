@@ -56,8 +56,10 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
       curate eval rm --reward checkpoints/rm-it1 --filtered demo-split-even-it1-heldout
       curate eval rm --reward checkpoints/rm-it1 --rewardbench filtered.parquet --json
     """
+    from ..progress import quiet_libraries
     from ..train.evaluate import evaluate_rm
 
+    quiet_libraries(quiet)
     if n_boot < 0:
         raise click.BadParameter("must be 0 or more.", param_hint="--bootstrap")
     res = evaluate_rm(reward, workspace, where=where, subset=subset, batch_size=batch_size, max_length=max_length,

@@ -155,9 +155,10 @@ def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m
             n_boot: int = 1000, name: str | None = None, run: dict | None = None, quiet: bool = False,
             echo: Callable[[str], None] | None = None) -> Comparison:
     """Judge policy a against policy b (see the module doc); returns the comparison, stored in `winrates`."""
-    from ..progress import count_progress
+    from ..progress import count_progress, quiet_libraries
     from .prompts import eval_prompts
 
+    quiet_libraries(quiet)  # before any model loads: the libraries' bars follow curate's rule
     t0 = time.perf_counter()
     echo = echo or (lambda _msg: None)
     ws.require()
