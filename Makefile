@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_embed.py
 	$(PY) benchmarks/bench_filter.py
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_judge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench

@@ -35,9 +35,11 @@ import fnmatch
 import hashlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .loopback import LoopbackServer
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -72,7 +74,7 @@ class HubError(Exception):
         self.body = body or {}
 
 
-class HubServer:
+class HubServer(LoopbackServer):
     """In-memory Hub on http://127.0.0.1:<port>. Use as a context manager, or call start()/stop()."""
 
     def __init__(self, *, user: str = "test-user", valid_tokens: set[str] | None = None):
@@ -82,38 +84,12 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []
         self.auth_headers: list[str | None] = []
         self.lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> HubServer:
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @property
     def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("HubServer is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.address
 
     # ------------------------------------------------------------------ repos
 
@@ -530,3 +506,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 __all__ = ["HubServer", "git_blob_oid", "point_hf_client_at"]
+
+
+HubServer.handler_base, HubServer.state_name = _Handler, "hub"

@@ -23,8 +23,9 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
+
+from .loopback import LoopbackServer
 
 RETRY_HEADERS = {"retry-after-ms": "10"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
@@ -40,7 +41,7 @@ class ServerError(Exception):
         self.headers = dict(RETRY_HEADERS if status in (408, 409, 429) or status >= 500 else {}, **(headers or {}))
 
 
-class OpenAIServer:
+class OpenAIServer(LoopbackServer):
     """An OpenAI-compatible endpoint at `server.base_url` (http://127.0.0.1:<port>/v1). A context manager."""
 
     def __init__(self, *, responder: Callable[[dict], str | None] | None = None, models: tuple[str, ...] = ("judge",),
@@ -53,38 +54,10 @@ class OpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> Self:
-        handler = type("Handler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        # a short poll interval: stop() waits for the serve loop's next poll
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="openai-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("OpenAIServer is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return self.address + "/v1"
 
     @property
     def chat_requests(self) -> list[dict]:
@@ -183,3 +156,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 __all__ = ["OpenAIServer", "ServerError"]
+
+
+OpenAIServer.handler_base, OpenAIServer.state_name = _Handler, "server_state"

@@ -205,9 +205,10 @@ def train_rm(config: RMConfig) -> RMResult:
 
     train_ds, counts = tokenize_rows(rows.dataset, tokenizer, config.max_length, config.long_rows, config.use_margin)
     if counts["dropped_long"]:
+        fix = ("a response alone is longer than that: a larger --max-length keeps them" if config.long_rows == "truncate"
+               else "use --long-rows truncate or a larger --max-length to keep them")
         say(f"{counts['dropped_long']:,} of {counts['rows']:,} rows are longer than max_length {config.max_length} "
-            f"tokens and are left out (e.g. {', '.join(counts['dropped_examples'][:3])}); "
-            "use --long-rows truncate or a larger --max-length to keep them")
+            f"tokens and are left out (e.g. {', '.join(counts['dropped_examples'][:3])}); {fix}")
     if counts["truncated"]:
         say(f"{counts['truncated']:,} of {counts['rows']:,} rows had their prompt cut from the left to fit "
             f"max_length {config.max_length}")
