@@ -94,7 +94,8 @@ def verdicts(df: "pl.DataFrame") -> list[str]:
         if r.get("identical"):
             notes.append(f"{r['identical']} prompts answered identically by both policies (ties, not judged)")
         if r["consistency"] is not None and r["consistency"] < 0.5:
-            notes.append(f"the judge kept its verdict when the order was swapped on only {100 * r['consistency']:.0f}% "
-                         "of prompts: it follows position more than the answers")
+            asked = r["judged"] - (r.get("identical") or 0)
+            notes.append(f"the judge kept its verdict when the order was swapped on {round(r['consistency'] * asked)} "
+                         f"of {asked} prompts: it follows position more than the answers")
         lines.append(line + ("; " + "; ".join(notes) if notes else ""))
     return lines
