@@ -2,8 +2,8 @@
 
     judge.judge(requests, on_answer)    # calls on_answer(i, Answer) as each verdict arrives, in any order
 
-A judge's `judge_id` names it in the `judgments` table (kind:model[@host]#<hash of its identity>), and `identity` is recorded with
-every comparison. Verdicts are the label the judge chose for what it was shown: "A" (the first answer), "B"
+A judge's `judge_id` names it in the `judgments` table (kind:model[@host]#<hash of its identity>), and
+`identity` is recorded with every comparison. Verdicts are the label the judge chose for what it was shown: "A" (the first answer), "B"
 (the second), "tie" (a judge that scores both the same) or "invalid" (an answer that is neither A nor B, after
 one retry). Which policy was shown first is the caller's business (curate.judge.winrate).
 """

@@ -70,7 +70,8 @@ class LocalLMJudge:
 
         if self._prefix_cache is None:
             alone = self.tokenizer(self.template.prefix)["input_ids"]
-            same = next((k for k, (x, y) in enumerate(zip(alone, first_ids)) if x != y), min(len(alone), len(first_ids)))
+            same = next((k for k, (x, y) in enumerate(zip(alone, first_ids)) if x != y),
+                        min(len(alone), len(first_ids)))
             self._prefix_ids = first_ids[:max(same - 1, 0)]
             if not self._prefix_ids:  # a template that starts with the question: nothing to share
                 return self._prefix_ids, None
@@ -105,7 +106,8 @@ class LocalLMJudge:
             width = max(len(suffixes[i]) for i in idx)
             # right padding: causal attention keeps each row's real tokens from seeing the pads after them, and
             # their positions follow the prefix's as in a single full pass
-            ids = torch.tensor([suffixes[i] + [pad] * (width - len(suffixes[i])) for i in idx], device=self.model.device)
+            ids = torch.tensor([suffixes[i] + [pad] * (width - len(suffixes[i])) for i in idx],
+                               device=self.model.device)
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(idx))
             with torch.no_grad():
@@ -140,13 +142,12 @@ class RewardModelJudge:
         self.judge_id = f"rm:{ref.model_id}#{identity_hash(self.identity)}"
 
     def judge(self, requests: list[Request], on_answer: Callable[[int, Answer], None]) -> None:
-        from ..train.reward import score
+        from ..train.reward import score, spaced
 
         texts = sorted({(r.question, a) for r in requests for a in (r.answer_a, r.answer_b)})
-        # HH responses start with a space after "Assistant:", as the reward model saw them in training
-        spaced = [a if a[:1].isspace() else " " + a for _, a in texts]
-        rewards = dict(zip(texts, score(self.model, self.tokenizer, [q for q, _ in texts], spaced,
-                                        self.batch_size, self.max_length).tolist()))
+        scores = score(self.model, self.tokenizer, [q for q, _ in texts], [spaced(a) for _, a in texts],
+                       self.batch_size, self.max_length)
+        rewards = dict(zip(texts, scores.tolist()))
         for i, r in enumerate(requests):
             a, b = rewards[(r.question, r.answer_a)], rewards[(r.question, r.answer_b)]
             verdict = "A" if a > b else "B" if b > a else "tie"

@@ -151,8 +151,8 @@ def _cached(ws: Workspace, judge_id: str, template_sha: str) -> dict[tuple[str, 
 
 def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m", *, template: str | None = None,
             prompts: str | None = None, prompt_field: str = "prompt", split: str = "test", limit: int | None = None,
-            seed: int = 0, params: GenerateParams | None = None, gen_batch_size: int = 16, judge_options: dict | None = None,
-            n_boot: int = 1000, name: str | None = None, run: dict | None = None, quiet: bool = False,
+            seed: int = 0, params: GenerateParams | None = None, gen_batch_size: int = 16,
+            judge_options: dict | None = None, n_boot: int = 1000, name: str | None = None, run: dict | None = None, quiet: bool = False,
             echo: Callable[[str], None] | None = None) -> Comparison:
     """Judge policy a against policy b (see the module doc); returns the comparison, stored in `winrates`."""
     from ..progress import count_progress, quiet_libraries

@@ -71,7 +71,8 @@ def pivot(df: "pl.DataFrame") -> tuple[list[str], list[list[str]]]:
         table.setdefault((r["run_id"] or "", label), {})[r["iteration"]] = r
     rows = [[label] + [cell(by[i]["win_rate"], by[i]["ci_low"], by[i]["ci_high"]) if i in by else "-"
                        for i in columns] for (_, label), by in table.items()]
-    header = ["strategy" if runs else "comparison"] + [f"iteration {i} win % [95% CI]" if i is not None else "win % [95% CI]" for i in columns]
+    header = ["strategy" if runs else "comparison"] + [
+        f"iteration {i} win % [95% CI]" if i is not None else "win % [95% CI]" for i in columns]
     return header, rows
 
 

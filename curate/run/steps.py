@@ -149,8 +149,8 @@ class Steps:
                "throughput": {"rm_pairs_per_s": r.trained_rows * c.epochs / max(r.seconds, 1e-9)}}
         if self.cfg.data.eval_split:
             ev = evaluate.evaluate_rm(r.output, str(self.ws.root), split=self.cfg.data.eval_split,
-                                      limit=c.eval_pairs or None, max_length=c.max_length, n_boot=self.cfg.eval.bootstrap,
-                                      seed=self.cfg.run.seed)
+                                      limit=c.eval_pairs or None, max_length=c.max_length,
+                                      n_boot=self.cfg.eval.bootstrap, seed=self.cfg.run.seed)
             out.update(eval_pairs=ev["pairs"], eval_accuracy=ev["accuracy"], eval_margin=ev["mean_margin"],
                        eval_ci=[ev["ci_low"], ev["ci_high"]], eval_wilson=[ev["wilson_low"], ev["wilson_high"]],
                        eval_by_length={k: v["accuracy"] for k, v in ev["by_length"].items()})

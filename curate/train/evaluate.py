@@ -109,6 +109,7 @@ def _rewardbench_parts(path) -> list[tuple[str, Any, dict]]:
 
     from ..errors import CurateError
     from ..generate import as_transcript
+    from .reward import spaced
 
     p = Path(path)
     readers = {".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson, ".json": pl.read_json}
@@ -123,9 +124,6 @@ def _rewardbench_parts(path) -> list[tuple[str, Any, dict]]:
     if missing:
         raise CurateError(f"--rewardbench {p} lacks column(s) {', '.join(missing)} (it has {', '.join(df.columns)}); "
                           f"RewardBench's format is {', '.join(REWARDBENCH_COLUMNS)}.")
-
-    def spaced(text: str) -> str:
-        return text if text[:1].isspace() else " " + text
 
     parts = []
     for (name,), g in sorted(df.group_by(["subset"]), key=lambda kv: str(kv[0][0])):

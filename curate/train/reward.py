@@ -47,6 +47,12 @@ def load_reward_model(spec, kind: str = "rm-base", device=None):
     return model, tokenizer, pad_token_set
 
 
+def spaced(response: str) -> str:
+    """A response as HH writes it after "Assistant:": with its leading space (stored generations are stripped,
+    other datasets' responses come without one), so a reward model scores what it was trained on."""
+    return response if response[:1].isspace() else " " + response
+
+
 def token_ids(tokenizer, prompt: str, response: str, max_length: int | None) -> list[int]:
     """prompt + response + eos as the RM trainer tokenizes it; longer ones keep their last max_length tokens."""
     eos = tokenizer.eos_token or ""
