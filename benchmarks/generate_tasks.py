@@ -33,13 +33,34 @@ def naive(workspace: str, n: str, max_new_tokens: str) -> dict:
     return {"prompts": len(prompts), "new_tokens": tokens, "generate_seconds": time.perf_counter() - t0}
 
 
-def curate_generate(workspace: str, n: str, max_new_tokens: str, batch_size: str, iteration: str) -> dict:
+def curate_generate(workspace: str, n: str, max_new_tokens: str, batch_size: str, iteration: str,
+                    backend: str = "transformers", vllm_python: str = "") -> dict:
     """`curate generate` through its Python API (the CLI calls the same function)."""
     from curate.generate import GenerateParams, generate
     from curate.workspace import Workspace
 
     r = generate(Workspace(workspace), "smollm2-135m", iteration=int(iteration), where=f"source_row < {int(n)}",
                  params=GenerateParams(max_new_tokens=int(max_new_tokens), chat_template=True),
-                 batch_size=int(batch_size))
+                 batch_size=int(batch_size), backend=backend, vllm_python=vllm_python or None)
+    m = Workspace(workspace).manifests("generate")[-1]
     return {"prompts": r.generated_prompts, "new_tokens": r.new_tokens, "generate_seconds": r.generate_seconds,
-            "truncated": r.truncated}
+            "truncated": r.truncated, "start_seconds": (m.get("server") or {}).get("start_seconds"),
+            "dtype": m["dtype"], "server_args": (m.get("server") or {}).get("args")}
+
+
+def prompt_ids(workspace: str, n: str, out: str) -> dict:
+    """The token ids curate sends for the first n rows' prompts (chat template), for raw vLLM to get the same."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from curate.generate import select_prompts, tokenize_prompts
+    from curate.models import resolve_policy
+    from curate.workspace import Workspace
+
+    folder = resolve_policy("smollm2-135m").folder
+    prompts = select_prompts(Workspace(workspace), f"source_row < {int(n)}", None, None, 0)
+    tokenize_prompts(prompts, AutoTokenizer.from_pretrained(folder), True, None)
+    with open(out, "w") as fh:
+        json.dump([p.ids for p in prompts], fh)
+    return {"prompts": len(prompts), "folder": str(folder)}

@@ -19,7 +19,7 @@ COMMANDS = {
     "generations": "generations:generations", "generate": "generate:generate", "embed": "embed:embed",
     "score": "embed:score", "neighbors": "neighbors:neighbors", "filter": "filter:filter_",
     "subsets": "filter:subsets", "explain": "filter:explain", "report": "report:report", "export": "export:export",
-    "train": "train:train", "eval": "eval:eval_", "run": "run:run", "runs": "run:runs",
+    "train": "train:train", "eval": "eval:eval_", "run": "run:run", "runs": "run:runs", "serve": "serve:serve",
 }
 
 

@@ -150,6 +150,8 @@ def _no_home_cache(tmp_path_factory):
     (modules that need their own set CURATE_CACHE again)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("CURATE_CACHE", str(tmp_path_factory.mktemp("curate-cache")))
+    # --backend auto would start a vLLM server for every generation; tests/test_vllm.py names its python itself
+    mp.delenv("CURATE_VLLM_PYTHON", raising=False)
     yield
     mp.undo()
 

@@ -41,6 +41,7 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
       curate generate --model smollm2-135m --iteration 1 --chat-template --max-new-tokens 64
       curate generate --model ./checkpoints/sft --iteration 1 --top-k 50 --max-new-tokens 128
       curate generate --model gpt2-medium --iteration 1 --limit 5000 --samples 2 --seed 0
+      CURATE_VLLM_PYTHON=.venv-vllm/bin/python curate generate --iteration 1 --backend vllm
     """
     from ..generate import generate as run
     from ..progress import generation_progress, quiet_libraries
@@ -54,7 +55,8 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
                 backend=g.backend, device=device, dtype=g.dtype, batch_size=g.batch_size, shard_size=shard_size,
                 where=where, split=split, limit=g.limit or None,  # 0: every prompt; a negative one is refused
                 sample_fraction=None if g.sample_fraction == 1 else g.sample_fraction, overwrite=overwrite,
-                progress=progress)
+                progress=progress, vllm_python=g.vllm_python or None, vllm_url=g.vllm_url or None,
+                vllm_args=g.vllm_args, status=None if quiet else lambda text: click.echo(text, err=True))
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(r), indent=2))
     if quiet:

@@ -91,7 +91,9 @@ class Steps:
             r = generate(self.ws, str(policy), iteration=k, branch=self.at.sampling_branch(strategy), params=params,
                          backend=g.backend, overwrite=self.redo(),  # a finished step run again: samples replaced
                          dtype=g.dtype, batch_size=g.batch_size, where=sel["where"], split=sel["split"],
-                         limit=sel["limit"], sample_fraction=sel["fraction"], progress=progress)
+                         limit=sel["limit"], sample_fraction=sel["fraction"], progress=progress,
+                         vllm_python=g.vllm_python or None, vllm_url=g.vllm_url or None, vllm_args=g.vllm_args,
+                         status=self.echo)
         out = {"policy": r.policy, "policy_path": str(policy), "prompts": r.prompts, "rows": r.rows,
                "generated_prompts": r.generated_prompts, "new_tokens": r.new_tokens, "truncated": r.truncated}
         if r.generated_prompts and r.generate_seconds:
