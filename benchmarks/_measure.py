@@ -17,16 +17,23 @@ from pathlib import Path
 
 
 def write_result(name: str, payload: dict, out: str | os.PathLike) -> Path:
-    """Write a benchmark's JSON result (with the CPU, its vector flags and the package versions it ran on)
-    atomically, and print where it went and on which CPU."""
+    """Write a benchmark's JSON result (with the CPU, its vector flags, the GPU when there is one, and the package
+    versions it ran on, plus any the payload names under "versions") atomically, and print where it went and on
+    which machine."""
     from curate.atomic import write_text
-    from curate.hardware import cpu_summary
+    from curate.hardware import cpu_summary, gpu_summary
     from curate.provenance import versions
 
-    cpu = cpu_summary()
-    path = write_text(out, json.dumps({"benchmark": name, **payload, "cpu": cpu, "cpu_count": cpu["cores"],
-                                       "versions": versions()}, indent=2))
-    print(f"ran on {cpu['model']} ({cpu['cores']} cores; {', '.join(cpu['flags']) or 'no AVX2'}); wrote {path}")
+    cpu, gpu = cpu_summary(), gpu_summary()  # gpu_summary reads nvidia-smi: no torch import for the CPU benchmarks
+    record = {"benchmark": name, **payload, "cpu": cpu, "cpu_count": cpu["cores"]}
+    if gpu:
+        record["gpu"] = gpu
+    path = write_text(out, json.dumps({**record, "versions": {**versions(), **payload.get("versions", {})}},
+                                        indent=2))
+    on = f"{cpu['model']} ({cpu['cores']} cores; {', '.join(cpu['flags']) or 'no AVX2'})"
+    if gpu:
+        on += f" and {len(gpu['devices'])}x {gpu['devices'][0]['name']} (driver {gpu['driver']})"
+    print(f"ran on {on}; wrote {path}")
     return path
 
 

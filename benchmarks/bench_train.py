@@ -36,16 +36,11 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="curate-bench-train-"))
     try:
-        marker = "\n\nAssistant:"
         data, prompts = tmp / "pairs.jsonl", tmp / "prompts.jsonl"
         with open(data, "w", encoding="utf-8") as fh, open(prompts, "w", encoding="utf-8") as fp:
-            for row in synth.load_real():
-                c, r = row["chosen"], row["rejected"]
-                i, j = c.rfind(marker) + len(marker), r.rfind(marker) + len(marker)
-                if c[:i] != r[:j] or not c[i:].strip() or not r[j:].strip():
-                    continue
-                fh.write(json.dumps({"prompt": c[:i], "chosen": c[i:], "rejected": r[j:]}) + "\n")
-                fp.write(json.dumps({"prompt": c[:i]}) + "\n")
+            for row in synth.explicit_rows(synth.load_real()):
+                fh.write(json.dumps(row) + "\n")
+                fp.write(json.dumps({"prompt": row["prompt"]}) + "\n")
         n, ml = str(args.rm_pairs), str(args.max_length)
         print(f"RM: naive per-pair loop on {n} pairs ...", file=sys.stderr)
         base = measure("train_tasks:naive_rm", str(data), n, ml)

@@ -23,6 +23,18 @@ def load_real(path: Path = REAL_PAIRS) -> list[dict]:
         return [json.loads(line) for line in fh]
 
 
+def explicit_rows(rows: list[dict]):
+    """The HH rows as explicit {prompt, chosen, rejected} (what the trainers read), skipping rows whose transcripts
+    diverge before the last turn or that have an empty response."""
+    marker = "\n\nAssistant:"
+    for row in rows:
+        c, r = row["chosen"], row["rejected"]
+        i, j = c.rfind(marker) + len(marker), r.rfind(marker) + len(marker)
+        if c[:i] != r[:j] or not c[i:].strip() or not r[j:].strip():
+            continue
+        yield {"prompt": c[:i], "chosen": c[i:], "rejected": r[j:]}
+
+
 def _perturb(text: str, rng: random.Random, tag: str) -> str:
     words = text.split(" ")
     if len(words) > 3:

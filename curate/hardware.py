@@ -42,3 +42,30 @@ def cpu_summary() -> dict:
 
     flags = cpu_flags()
     return {"model": cpu_model(), "cores": os.cpu_count(), "flags": [f for f in VECTOR_FLAGS if f in flags]}
+
+
+def gpu_summary() -> dict | None:
+    """The NVIDIA GPUs present (names, memory, driver) from nvidia-smi, so that a benchmark's record says where it
+    ran without importing torch; with torch's view (its CUDA runtime, compute capability) when the caller has
+    imported torch already. None where there is no GPU or no nvidia-smi."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [[c.strip() for c in line.split(",")] for line in out.stdout.splitlines() if line.count(",") >= 2]
+    if not rows:
+        return None
+    info: dict = {"devices": [{"name": r[0], "memory_mib": int(r[1]) if r[1].isdigit() else r[1]} for r in rows],
+                  "driver": rows[0][2]}
+    torch = sys.modules.get("torch")  # only when already imported: commands that need no model never pay for it
+    if torch is not None and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        info.update(cuda_runtime=torch.version.cuda, capability=f"{major}.{minor}", torch=torch.__version__)
+    return info

@@ -172,8 +172,12 @@ def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "
     return datasets.Dataset.from_dict(out), counts
 
 
-def train_rm(config: RMConfig) -> RMResult:
-    """Train a reward model as `config` says and save it (with curate_train.json) in config.output."""
+def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
+    """Train a reward model as `config` says and save it (with curate_train.json) in config.output.
+
+    callbacks: extra transformers TrainerCallbacks (a benchmark's clock that stops at its time budget, a
+    notebook's logger); they see every step and may end training early, after which the model is saved as usual.
+    """
     t0 = time.perf_counter()
     from ..models import resolve_model
     from ..workspace import utcnow
@@ -226,7 +230,7 @@ def train_rm(config: RMConfig) -> RMResult:
                 or (not torch.cuda.is_available() and cpu_has_fast_bf16()),
                 "on": True, "off": False}[config.bf16]
     with staged_output(output, config.overwrite) as staging:
-        trainer, metrics, started = _fit(config, model, tokenizer, train_ds, staging, use_bf16)
+        trainer, metrics, started = _fit(config, model, tokenizer, train_ds, staging, use_bf16, callbacks)
 
         # save
         trainer.save_model(str(staging))
@@ -253,7 +257,7 @@ def train_rm(config: RMConfig) -> RMResult:
                     pad_token_set, metrics, record, time.perf_counter() - t0, messages)
 
 
-def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf16: bool):
+def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf16: bool, callbacks: list | None = None):
     """Run CurateRewardTrainer; (trainer, metrics, started_at)."""
     import torch
     from trl import RewardConfig
@@ -273,6 +277,8 @@ def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf1
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                label_smoothing=config.label_smoothing)
     show_progress(trainer, config.quiet, "reward model")
+    for callback in callbacks or ():
+        trainer.add_callback(callback)
     started = utcnow()
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
         out = trainer.train()
