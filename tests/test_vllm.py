@@ -195,6 +195,8 @@ def test_the_judge_of_eval_winrate_through_the_same_server(vws, server, monkeypa
     name = server.model()["id"]
     c = compare(vws, "gen:main:1", "gen:main:4", f"openai:{name}", n_boot=200, quiet=True, limit=6,
                 judge_options={"base_url": server.base_url, "api_key_env": "VLLM_JUDGE_KEY", "concurrency": 4})
-    assert c.prompts == 6 and c.stats.judged == 6 and c.stats.invalid == 0
-    verdicts = query(vws.root, "select verdict from judgments where judge like $j", {"j": f"openai:{name}@%"})
-    assert len(verdicts) == 12 and {v for (v,) in verdicts} <= {"A", "B"}
+    # SmolLM2-135M is a weak judge (it often answers neither A nor B: counted invalid, never dropped); what is
+    # checked here is the route: every presentation asked, answered by the server and stored with its answer
+    assert c.prompts == 6 and c.requested == 12 and c.stats.judged + c.stats.invalid == 6
+    rows = query(vws.root, "select raw, verdict from judgments where judge_id like $j", {"j": f"openai:{name}@%"})
+    assert len(rows) == 12 and all(raw for raw, _ in rows)
