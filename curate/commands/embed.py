@@ -39,8 +39,11 @@ def embed(workspace, model, revision, backend, device, batch_size, shard_size, l
         click.echo(json.dumps(dataclasses.asdict(r), indent=2))
     if not quiet:
         how = r.backend
-        if r.backend_choice and r.backend_choice["source"] != "forced":
-            how += f", {r.backend_choice['source']} fastest here"
+        source = (r.backend_choice or {}).get("source")
+        if source == "measured":
+            how += f", calibrated now in {r.backend_choice['calibration_seconds']:.1f} s"
+        elif source == "cached":
+            how += ", calibrated before"
         rate = f" in {r.seconds:.1f} s ({r.embedded / r.seconds:,.0f} texts/s, {how})" if r.embedded else ""
         click.echo(f"{r.model_id}: {r.distinct_texts:,} distinct texts, {r.cached:,} already embedded, "
                    f"{r.embedded:,} embedded now{rate}", err=True)

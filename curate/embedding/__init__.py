@@ -9,12 +9,14 @@ Texts are the chosen and rejected responses of `pref` pairs and every generation
 (text_hash = md5(text), model_id): a text is embedded once per model, ever; duplicates once. Each
 shard of vectors is committed on its own, so an interrupted run resumes where it stopped.
 
-The backend (torch fp32, onnx, torch-bf16) is not part of that key. `auto` admits a backend only if its
-vectors agree with torch fp32's to cosine >= 0.999 on every text of its calibration sample
-(calibrate.GATE), so vectors from different backends are interchangeable within that tolerance, and
-keying by backend would re-embed a whole workspace whenever the measured choice changes (another
-machine, a library upgrade) and leave `score` to pick among copies. Each run's manifest records the
-backend and its measured agreement, so a mixed workspace can be told apart.
+The backend's precision is not part of that key. Every backend that writes vectors agrees with torch
+fp32 to cosine >= 0.999 (calibrate.GATE): onnx runs the same fp32 network (> 0.99999, tests/test_embed.py),
+and a reduced-precision one (onnx-int8, torch-bf16) writes only after passing the gate on every text of
+a sample of the job, whether `auto` picked it or --backend forced it. Its vectors are interchangeable
+with fp32's within that tolerance; keying by precision would re-embed a whole workspace whenever the
+measured choice changes (another machine, a library upgrade) and leave `score` to pick among copies.
+Each run's manifest records the backend and its measured agreement, so a mixed workspace can be told
+apart.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class EmbedSettings:
                          "paper's), a folder, or 'default' (packaged all-MiniLM-L6-v2, offline).", short="-m",
                          paper="FRFT paper, section 5.2: Style-Embedding")
     backend: str = setting("auto", "auto: the fastest backend on this machine that agrees with torch fp32 to "
-                           "cosine >= 0.999, measured once per machine, model and batch size and cached.",
+                           "cosine >= 0.999, calibrated once per machine, model and batch size and cached.",
                            choices=BACKENDS)
     batch_size: int = setting(32, "Texts per forward pass.")
 

@@ -5,15 +5,15 @@ computed from the folder's files without importing torch, so a run whose texts a
 loads a model. The backends (`CANDIDATES`, one registry for the CLI choices and the calibration) are
 `torch` (SentenceTransformer.encode in fp32, the reference), `onnx` (the same network exported once to
 ONNX and run by onnxruntime, with the tokenizer from `tokenizers`; cos > 0.99999 to torch,
-tests/test_embed.py) and `torch-bf16` (torch under bfloat16 autocast). Which is fastest depends on the
-machine, so `auto` measures (curate/embedding/calibrate.py).
+tests/test_embed.py), `onnx-int8` (that export with its matrix multiplies quantized to int8) and
+`torch-bf16` (torch under bfloat16 autocast). Which is fastest depends on the machine, so `auto`
+measures (curate/embedding/calibrate.py); the two reduced-precision ones must pass its cosine gate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 from ..atomic import staged_file
 from ..errors import CurateError
 from ..fingerprint import cache_dir, combine, sha256_files
-from .calibrate import Candidate, cached_choice, choose_backend
+from .calibrate import Candidate, cached_choice, check_forced, choose_backend
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_ALIASES = {"default", "all-MiniLM-L6-v2", DEFAULT_MODEL}
@@ -163,6 +163,11 @@ def _onnx_unusable(ref: ModelRef, device: str | None) -> str | None:
     return None if _has("onnxruntime") else "onnxruntime is not installed"
 
 
+def _int8_unusable(ref: ModelRef, device: str | None) -> str | None:
+    # quantize_dynamic reads and writes the graph with the `onnx` package, which onnxruntime does not need
+    return _onnx_unusable(ref, device) or (None if _has("onnx") else "the onnx package is not installed")
+
+
 def _bf16_unusable(ref: ModelRef, device: str | None) -> str | None:
     from ..hardware import cpu_has_fast_bf16
 
@@ -173,11 +178,13 @@ def _bf16_unusable(ref: ModelRef, device: str | None) -> str | None:
 
 
 # The backends `auto` measures, in this order: the first, torch fp32, is the reference the others must agree
-# with. A new one (ONNX int8, say) is one entry here; the CLI's --backend choices read this registry.
+# with. A new one is one entry here; the CLI's --backend choices read this registry. gated: reduced precision,
+# so even forced it must pass the cosine gate (calibrate.check_forced) before its vectors enter the cache.
 CANDIDATES: dict[str, Candidate] = {
     "torch": Candidate(lambda ref, device: TorchEncoder(ref, device)),
     "onnx": Candidate(lambda ref, device: OnnxEncoder(ref), _onnx_unusable),
-    "torch-bf16": Candidate(lambda ref, device: TorchEncoder(ref, device, bf16=True), _bf16_unusable),
+    "onnx-int8": Candidate(lambda ref, device: OnnxEncoder(ref, int8=True), _int8_unusable, gated=True),
+    "torch-bf16": Candidate(lambda ref, device: TorchEncoder(ref, device, bf16=True), _bf16_unusable, gated=True),
 }
 BACKENDS = ("auto", *CANDIDATES)
 
@@ -186,8 +193,9 @@ def load_encoder(ref: ModelRef, backend: str = "auto", device: str | None = None
                  sample_texts: list[str] | None = None, recalibrate: bool = False) -> Encoder:
     """The encoder for `backend`; `auto` uses the measured choice for this machine (encoder.choice says which).
 
-    With `sample_texts` (the texts about to be embedded) `auto` measures when no choice is cached; without
-    them (one query text, `curate neighbors`) it uses a cached choice or the reference, torch fp32.
+    With `sample_texts` (the texts about to be embedded) `auto` measures when no choice is cached, and a
+    forced reduced-precision backend is checked against the cosine gate; without them (one query text,
+    `curate neighbors`) `auto` uses a cached choice or the reference, torch fp32.
     """
     if backend not in BACKENDS:
         raise CurateError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}.")
@@ -203,14 +211,20 @@ def load_encoder(ref: ModelRef, backend: str = "auto", device: str | None = None
         choice.encoder = None  # the choice is data (manifest, cache); the encoder is the caller's now
         encoder.choice = choice
         return encoder
-    if backend == "onnx":
+    if backend.startswith("onnx"):
         if not onnx_supported(ref):
             raise CurateError(
-                f"--backend onnx supports Transformer + Pooling (mean or cls) models with a tokenizer.json; "
+                f"--backend {backend} supports Transformer + Pooling (mean or cls) models with a tokenizer.json; "
                 f"{ref.name} has {ref.identity['modules']} with {ref.identity['pooling']} pooling. Use --backend torch."
             )
         if not on_cpu:
-            raise CurateError("--backend onnx runs on the CPU; use --backend torch with --device cuda.")
+            raise CurateError(f"--backend {backend} runs on the CPU; use --backend torch with --device cuda.")
+    if CANDIDATES[backend].gated and sample_texts:
+        choice = check_forced(ref, device, batch_size, sample_texts, CANDIDATES, backend)
+        encoder = choice.encoder or CANDIDATES[backend].load(ref, device)
+        choice.encoder = None
+        encoder.choice = choice
+        return encoder
     return CANDIDATES[backend].load(ref, device)
 
 
@@ -254,7 +268,6 @@ class TorchEncoder(Encoder):
                 on_batch(len(idx))
         return out
 
-
     def _precision(self):
         import contextlib
 
@@ -268,17 +281,22 @@ class TorchEncoder(Encoder):
 
 
 class OnnxEncoder(Encoder):
-    backend = "onnx"
+    """The fp32 ONNX export under ONNX Runtime; with int8, the export with its MatMuls dynamically quantized."""
 
-    def __init__(self, ref: ModelRef):
+    def __init__(self, ref: ModelRef, int8: bool = False):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.ref = ref
-        path = self._export(ref)
+        self.backend = "onnx-int8" if int8 else "onnx"
+        path = self._quantized(ref) if int8 else self._export(ref)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = os.cpu_count() or 1
+        # intra_op threads left at ONNX Runtime's default, one per physical core as torch does: os.cpu_count()
+        # counts hyperthreads, and two threads per core slow the matrix multiplies of a model this small
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle threads sleep instead of spinning: on the 2-core benchmark machine, shared with other jobs, that
+        # was 1.6x the texts/s (median of 8 alternated rounds); on an idle machine it costs a wake-up per op
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tok = Tokenizer.from_file(str(ref.folder / "tokenizer.json"))
@@ -288,6 +306,30 @@ class OnnxEncoder(Encoder):
         pad = tcfg.get("pad_token") or "[PAD]"
         pad = pad.get("content") if isinstance(pad, dict) else pad
         self.tok.enable_padding(pad_id=self.tok.token_to_id(pad) or 0, pad_token=pad)
+
+    @classmethod
+    def _quantized(cls, ref: ModelRef) -> Path:
+        """The int8 model, made once beside the fp32 export (a few seconds) and cached there."""
+        src = cls._export(ref)
+        out = src.with_name("model.int8.onnx")
+        if out.exists():
+            return out
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(logging.ERROR)  # quantize_dynamic logs advice to pre-process the graph on the root logger
+        try:
+            with staged_file(out) as tmp:
+                # MatMuls only, per output channel: with the embedding Gather too, or per tensor, the min cosine
+                # to fp32 on samples of the shared data was 0.81; this variant, the most faithful, 0.90 to 0.975,
+                # still under the gate on an AVX2 CPU; measuring it shows in the manifest what it would buy
+                quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"])
+        finally:
+            root.setLevel(level)
+        return out
 
     @staticmethod
     def _export(ref: ModelRef) -> Path:
