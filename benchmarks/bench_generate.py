@@ -109,7 +109,7 @@ def run_vllm(ws: Path, tmp: Path, args, vllm_py: str) -> dict:
         if p.returncode:
             out[label] = {"error": p.stderr[-2000:]}
             continue
-        r = json.loads(p.stdout.strip().splitlines()[-1])
+        r = json.loads(next(x for x in reversed(p.stdout.splitlines()) if x.startswith('{"prompts"')))  # vLLM logs too
         out[label] = {**r, "tokens_per_s": round(r["new_tokens"] / r["generate_seconds"], 1)}
     raws = [out[k]["tokens_per_s"] for k in ("raw_compiled", "raw_eager") if "tokens_per_s" in out[k]]
     if raws:

