@@ -51,7 +51,9 @@ def quiet_libraries(quiet: bool) -> None:
 
 
 @contextlib.contextmanager
-def _bars(quiet: bool, *columns) -> Iterator[object | None]:
+def _bars(quiet: bool, columns: Callable[[], tuple]) -> Iterator[object | None]:
+    """A rich Progress with columns() between the bar and the time left; None (and rich not imported: a tenth of a
+    second of start-up) when bars are off."""
     if not enabled(quiet):
         yield None
         return
@@ -59,7 +61,7 @@ def _bars(quiet: bool, *columns) -> Iterator[object | None]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     # descriptions are file names and labels: shown literally (markup=False), never parsed as rich markup
-    with Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), *columns,
+    with Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), *columns(),
                   TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         yield bar
 
@@ -67,9 +69,12 @@ def _bars(quiet: bool, *columns) -> Iterator[object | None]:
 @contextlib.contextmanager
 def byte_progress(quiet: bool) -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
     """Yields start(name, total_bytes) -> advance(n_bytes): one bar per input file."""
-    from rich.progress import DownloadColumn, TransferSpeedColumn
+    def columns():
+        from rich.progress import DownloadColumn, TransferSpeedColumn
 
-    with _bars(quiet, DownloadColumn(), TransferSpeedColumn()) as bar:
+        return DownloadColumn(), TransferSpeedColumn()
+
+    with _bars(quiet, columns) as bar:
         if bar is None:
             yield lambda name, total: (lambda n: None)
             return
@@ -86,9 +91,12 @@ def counter(quiet: bool, what: str, unit: str,
             extra: Callable[[float, dict, dict], str] | None = None) -> Iterator[Callable[..., Callable[..., None]]]:
     """Yields start(total, done=0) -> advance(n, **measures): a bar with items/s and ETA; extra(seconds, sums of
     the measures, their last values) adds to the line (tokens/s, the latest reward)."""
-    from rich.progress import MofNCompleteColumn
+    def columns():
+        from rich.progress import MofNCompleteColumn
 
-    with _bars(quiet, MofNCompleteColumn(), _rate_column()) as bar:
+        return MofNCompleteColumn(), _rate_column()
+
+    with _bars(quiet, columns) as bar:
         if bar is None:
             yield lambda total, done=0: (lambda n, **measures: None)
             return

@@ -272,12 +272,14 @@ class Workspace:
         except duckdb.Error:
             return False
         try:
+            con.execute("BEGIN")  # one commit for all the views and the stamp: one WAL sync, no half-refreshed catalog
             self._create_views(con, state)
             con.execute("CREATE TABLE IF NOT EXISTS _curate_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             con.execute(
                 "INSERT OR REPLACE INTO _curate_meta VALUES ('generation', ?), ('root', ?), ('tables', ?)",
                 [str(state["generation"]), str(self.root), _tables_stamp()],
             )
+            con.execute("COMMIT")
         finally:
             con.close()
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from curate.hashing import assign_roles, pair_id_from_parts, pair_ids, unit_interval
+from curate.hashing import COMMON_IN_NFC, assign_roles, pair_id_from_parts, pair_ids, unit_interval
 
 TRICKY = [
     ("plain", "yes", "no"),
@@ -20,6 +20,29 @@ TRICKY = [
 def test_the_vectorised_ids_equal_the_reference():
     df = pl.DataFrame(TRICKY, schema=["prompt", "chosen", "rejected"], orient="row")
     assert pair_ids(df) == [pair_id_from_parts(*t) for t in TRICKY]
+
+
+def test_ids_of_keys_with_and_without_other_non_ascii_equal_the_reference():
+    """pair_ids hashes a key of ASCII and COMMON_IN_NFC as it is; with anything else it must still normalise."""
+    rows = [("\u2019quoted\u201d \u2026", "\u2014", "\u2022"), ("\u2019e\u0301", "\u00e9\u2019", "\u212b"),
+            ("\u2019\U0001f600", "\u30ab\u3099", "x"), ("\u2019", "\u00e9\u00e9", "\u2019\u2019")]
+    df = pl.DataFrame(rows, schema=["prompt", "chosen", "rejected"], orient="row")
+    assert pair_ids(df) == [pair_id_from_parts(*t) for t in rows]
+
+
+def test_common_characters_cannot_make_a_string_non_nfc():
+    """Each is three bytes in UTF-8 (pair_id_keys counts on it), not a combining mark, left as it is by NFC, and never
+    the second half of a canonical composition."""
+    import unicodedata
+
+    seconds = set()
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith("<") and len(d.split()) == 2:
+            seconds.add(int(d.split()[1], 16))
+    for c in COMMON_IN_NFC:
+        assert len(c.encode()) == 3 and unicodedata.combining(c) == 0, hex(ord(c))
+        assert unicodedata.normalize("NFC", c) == c and ord(c) not in seconds, hex(ord(c))
 
 
 def test_ids_ignore_edge_whitespace_and_unicode_normal_form():

@@ -7,19 +7,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import polars as pl
 
 from .. import rejects as rejects_
 from ..errors import INGEST_FIX, CurateError, InputError
-from ..hashing import assign_roles, pair_ids, stripped
+from ..hashing import assign_roles, hash_keys, pair_id_keys, stripped
 from ..provenance import versions
 from ..rejects import reject
 from ..workspace import Workspace, new_id, utcnow
-from . import formats, sources
+from . import columns, formats, sources
 from .hh import split_transcripts
 
 FLAGS = ("diverged_early", "empty_response", "identical_responses")
@@ -73,19 +74,20 @@ def ingest(
     result = IngestResult(ingest_id=new_id())
     with ws.created_or_not(), ws.transaction("curate ingest") as tx:
         existing = _existing_ids(ws)
-        seen: dict[str, tuple[str, int]] = {}
+        seen: dict[str, dict[str, int]] = {}  # source -> pair_id -> line, of the pairs added by this ingest
         rejects: list[dict] = []
         with tx.writer("pairs") as out:
             for src in srcs:
                 advance = progress(src.name, sources.estimated_bytes(src)) if progress else None
                 counts = Counter()
                 src_fmt = fmt
-                for chunk in sources.prefetch(sources.read(src, on_bytes=advance)):
-                    if src_fmt is None:
-                        src_fmt = _detect(src, chunk, fields)
-                    pairs, bad = _process(chunk, src, src_fmt, fields, existing, seen, counts)
+                # three threads in a pipeline: reading (and hashing the file), parsing, and this one's pair ids
+                chunks = sources.prefetch(sources.read(src, on_bytes=advance, lines=True))
+                for src_fmt, rows in sources.prefetch(_parse(src, fmt, fields, chunks)):
+                    pairs, bad = _finish(rows, src, src_fmt, existing, seen, counts)
                     if bad and not skip_invalid:
-                        first = min((r for r in bad if r["reason"] != "duplicate_pair"), key=lambda r: r["line"], default=None)
+                        first = min((r for r in bad if r["reason"] != "duplicate_pair"), key=lambda r: r["line"],
+                                    default=None)
                         if first is not None:
                             raise InputError(
                                 f"{src.name}, line {first['line']}: {first['detail']} [{first['reason']}].\n"
@@ -157,6 +159,63 @@ def _existing_ids(ws: Workspace) -> set[str]:
     return set(pl.scan_parquet(files).select("pair_id").collect()["pair_id"].to_list())
 
 
+@dataclass
+class _Rows:
+    """One chunk of a source, parsed: `frame` has `line` and chosen_full, rejected_full (transcripts) or prompt, chosen,
+    rejected; `bad` the rejects found so far; raw(line) gives a row's (raw, obj) for a reject found later. _shape()
+    completes the frame and adds what pair ids hash (`keys`, `check`)."""
+
+    frame: pl.DataFrame
+    bad: list[dict]
+    read: int
+    raw: Callable[[int], tuple]
+    keys: pl.Series | None = None
+    check: list[int] = field(default_factory=list)
+
+
+def _parse(src: sources.Source, fmt: str | None, fields: dict[str, str], chunks) -> Iterator[tuple[str, _Rows]]:
+    """(format, shaped rows) for each chunk of src: a block of JSON Lines as columns where columns.read_block can,
+    otherwise record by record. It runs on a thread of its own, so its polars work (which releases the GIL)
+    overlaps with the hashing of the chunk before."""
+    with contextlib.closing(chunks):  # stopped early (a bad row), the reading thread stops too
+        yield from _parse_chunks(src, fmt, fields, chunks)
+
+
+def _parse_chunks(src, fmt, fields, chunks):
+    for chunk in chunks:
+        if isinstance(chunk, sources.Lines):
+            fmt = fmt or _detect_lines(src, chunk, fields)
+            if fmt is None:  # blank lines only
+                continue
+            keys = columns.keys_read(fmt, fields)
+            frame = columns.read_block(chunk, keys) if keys else None
+            if frame is not None:
+                yield fmt, _shape(_Rows(frame, [], frame.height, _BlockRaw(chunk)), src)
+                continue
+            records = chunk.records()
+        else:
+            fmt = fmt or _detect(src, chunk, fields)
+            records = [chunk]
+        for rec in records:
+            yield fmt, _shape(_from_records(rec, src, fmt, fields), src)
+
+
+def _detect_lines(src: sources.Source, block: sources.Lines, fields: dict[str, str]) -> str | None:
+    """_detect() on the block's first chunk of records, parsing only the first lines where they tell (they nearly
+    always do); None for a block of blank lines."""
+    import orjson
+
+    for raw in block.data.split(b"\n", 100)[:100]:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and (found := formats.detect(obj, fields)):
+            return found
+    first = next(block.records(), None)
+    return _detect(src, first, fields) if first else None
+
+
 def _detect(src: sources.Source, chunk: list, fields: dict[str, str]) -> str:
     for _, obj, _ in chunk:
         fmt = formats.detect(obj, fields) if isinstance(obj, dict) else None
@@ -182,18 +241,18 @@ def not_an_object(name: str, chunk: list) -> None:
                      "a JSON Lines file (one object per line)?", source=name, line=line)
 
 
-def _process(chunk, src, fmt, fields, existing, seen, counts):
-    """Parse one chunk into a `pairs` frame (new pairs only) and a list of reject rows."""
+def _from_records(chunk, src, fmt, fields) -> _Rows:
+    """A chunk of (line, obj, raw) records as rows, each checked by formats.extract."""
     bad: list[dict] = []
-    t_lines, t_c, t_r, s_lines, s_p, s_c, s_r = [], [], [], [], [], [], []
+    lines, a, b, c = [], [], [], []  # transcripts: chosen_full, rejected_full; split pairs: prompt, chosen, rejected
+    transcripts = fmt != "explicit"
     extract, Reject = formats.extract, formats.Reject
     kc, kr = fields.get("chosen", "chosen"), fields.get("rejected", "rejected")
-    counts["read"] += len(chunk)
     for line, obj, raw in chunk:
         if fmt == "hh" and type(obj) is dict:  # the common case, inlined; anything odd takes extract()
-            c, r = obj.get(kc), obj.get(kr)
-            if type(c) is str and type(r) is str:
-                t_lines.append(line), t_c.append(c), t_r.append(r)
+            ch, rj = obj.get(kc), obj.get(kr)
+            if type(ch) is str and type(rj) is str:
+                lines.append(line), a.append(ch), b.append(rj)
                 continue
         if isinstance(obj, sources.InvalidJson):
             bad.append(reject(src.name, line, "invalid_json", f"invalid JSON ({obj.error})", raw))
@@ -203,62 +262,76 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
         except Reject as r:
             bad.append(reject(src.name, line, r.reason, r.detail, raw, obj))
             continue
-        if rec[0] == "T":
-            t_lines.append(line), t_c.append(rec[1]), t_r.append(rec[2])
-        else:
-            s_lines.append(line), s_p.append(rec[1]), s_c.append(rec[2]), s_r.append(rec[3])
+        lines.append(line), a.append(rec[1]), b.append(rec[2])
+        if not transcripts:
+            c.append(rec[3])
+    names = ("chosen_full", "rejected_full") if transcripts else ("prompt", "chosen", "rejected")
+    schema = {"line": pl.Int64, **{name: pl.String for name in names}}
+    frame = pl.DataFrame(dict(zip(schema, (lines, a, b, c))), schema=schema)
+    return _Rows(frame, bad, len(chunk), _RawLookup(chunk))
 
-    raws = _RawLookup(chunk)
-    frames = []
-    if t_lines:
-        t = split_transcripts(
-            pl.DataFrame({"line": t_lines, "chosen_full": t_c, "rejected_full": t_r}, schema_overrides={"line": pl.Int64})
-        )
+
+def _shape(rows: _Rows, src: sources.Source) -> _Rows:
+    """Split transcripts (the unsplittable ones become rejects), flag, and make the pair ids' keys."""
+    df = rows.frame
+    if "chosen_full" in df.columns:
+        t = split_transcripts(df)
         failed = t.filter(pl.col("reject_reason").is_not_null())
         for line, reason, detail in failed.select("line", "reject_reason", "reject_detail").iter_rows():
-            bad.append(reject(src.name, line, reason, detail, *raws[line]))
-        frames.append(t.filter(pl.col("reject_reason").is_null()).drop("reject_reason", "reject_detail"))
-    if s_lines:
-        frames.append(
-            pl.DataFrame(
-                {"line": s_lines, "prompt": s_p, "chosen": s_c, "rejected": s_r},
-                schema_overrides={"line": pl.Int64},
-            ).with_columns(
-                chosen_full=pl.lit(None, dtype=pl.String),
-                rejected_full=pl.lit(None, dtype=pl.String),
-                diverged=pl.lit(False),
-            )
-        )
-    if not frames:
+            rows.bad.append(reject(src.name, line, reason, detail, *rows.raw(line)))
+        if failed.height:
+            t = t.filter(pl.col("reject_reason").is_null())
+        df = t.drop("reject_reason", "reject_detail")
+    else:
+        none = pl.lit(None, dtype=pl.String)
+        df = df.with_columns(chosen_full=none, rejected_full=none, diverged=pl.lit(False))
+    c_norm, r_norm = stripped(pl.col("chosen")), stripped(pl.col("rejected"))
+    # joined as text and split: pl.concat_list, building a list for every row, is several times slower
+    flags = pl.concat_str(
+        pl.when(pl.col("diverged")).then(pl.lit(FLAGS[0])),
+        pl.when((c_norm == "") | (r_norm == "")).then(pl.lit(FLAGS[1])),
+        pl.when(c_norm == r_norm).then(pl.lit(FLAGS[2])),
+        separator=",", ignore_nulls=True,
+    )
+    rows.frame = df.with_columns(
+        flags=pl.when(flags != "").then(flags.str.split(",")).otherwise(pl.lit([], dtype=pl.List(pl.String)))
+    ).drop("diverged")
+    if rows.frame.height:
+        rows.keys, rows.check = pair_id_keys(rows.frame)
+    return rows
+
+
+def _finish(rows: _Rows, src, fmt, existing, seen, counts):
+    """The rows' new pairs as a `pairs` frame, and the rejects (the parser's, then unsplittable transcripts, then
+    pairs already seen in this ingest)."""
+    bad, df = rows.bad, rows.frame
+    counts["read"] += rows.read
+    if not df.height:
         counts["rejected"] += len(bad)
         return pl.DataFrame(), bad
-    df = pl.concat(frames, how="diagonal").sort("line")
-    c_norm, r_norm = stripped(pl.col("chosen")), stripped(pl.col("rejected"))
-    df = df.with_columns(
-        flags=pl.concat_list(
-            pl.when(pl.col("diverged")).then(pl.lit(FLAGS[0])),
-            pl.when((c_norm == "") | (r_norm == "")).then(pl.lit(FLAGS[1])),
-            pl.when(c_norm == r_norm).then(pl.lit(FLAGS[2])),
-        ).list.drop_nulls(),
-    )
-    ids = pair_ids(df)
-    keep = []
-    for pid, line in zip(ids, df["line"]):
-        keep.append(False)
-        if pid in existing:
-            counts["already_present"] += 1
-        elif pid in seen:
-            first_src, first_line = seen[pid]
-            bad.append(
-                reject(src.name, line, "duplicate_pair", f"same pair as {first_src}, line {first_line} (pair_id {pid})",
-                       *raws[line])
-            )
-        else:
-            seen[pid] = (src.name, line)
-            keep[-1] = True
+    ids = hash_keys(rows.keys, rows.check)
+    lines = df["line"].to_list()
+    keep = [True] * len(ids)
+    here = seen.setdefault(src.name, {})
+    if existing or len(set(ids)) < len(ids) or not all(s.keys().isdisjoint(ids) for s in seen.values()):
+        for i, (pid, line) in enumerate(zip(ids, lines)):
+            if pid in existing:
+                counts["already_present"] += 1
+                keep[i] = False
+            elif first := next(((name, s[pid]) for name, s in seen.items() if pid in s), None):
+                bad.append(reject(src.name, line, "duplicate_pair",
+                                  f"same pair as {first[0]}, line {first[1]} (pair_id {pid})", *rows.raw(line)))
+                keep[i] = False
+            else:
+                here[pid] = line
+    else:  # the common case: every pair is new
+        here.update(zip(ids, lines))
     counts["rejected"] += len(bad)
-    counts["added"] += sum(keep)
-    df = df.with_columns(pair_id=pl.Series(ids, dtype=pl.String)).filter(pl.Series(keep, dtype=pl.Boolean))
+    added = sum(keep)
+    counts["added"] += added
+    df = df.with_columns(pair_id=pl.Series(ids, dtype=pl.String))
+    if added < len(ids):
+        df = df.filter(pl.Series(keep, dtype=pl.Boolean))
     return (
         df.with_columns(
             source=pl.lit(src.name),
@@ -266,7 +339,7 @@ def _process(chunk, src, fmt, fields, existing, seen, counts):
             split=pl.lit(src.split, dtype=pl.String),
             source_row=pl.col("line") - 1,
             format=pl.lit(fmt),
-        ).drop("line", "diverged"),
+        ).drop("line"),
         bad,
     )
 
@@ -277,9 +350,20 @@ class _RawLookup:
     def __init__(self, chunk):
         self.chunk, self.index = chunk, None
 
-    def __getitem__(self, line):
+    def __call__(self, line):
         if self.index is None:
             self.index = {rec[0]: i for i, rec in enumerate(self.chunk)}
         _, obj, raw = self.chunk[self.index[line]]
         return raw, obj
 
+
+class _BlockRaw:
+    """line -> (raw, None) of a block read as columns, its lines split only when a late-stage reject needs them."""
+
+    def __init__(self, block: sources.Lines):
+        self.block, self.lines = block, None
+
+    def __call__(self, line):
+        if self.lines is None:
+            self.lines = self.block.raw()
+        return self.lines[line - self.block.first], None

@@ -18,17 +18,15 @@ MARKER = "\n\nAssistant:"
 
 def split_transcripts(df: pl.DataFrame) -> pl.DataFrame:
     """Add prompt, chosen, rejected, diverged, reject_reason, reject_detail to chosen_full/rejected_full."""
-    cf, rf = pl.col("chosen_full"), pl.col("rejected_full")
-    out = df.with_columns(
-        chosen=cf.str.split(MARKER).list.last(),
-        rejected=rf.str.split(MARKER).list.last(),
-        _has_c=cf.str.contains(MARKER, literal=True),
-        _has_r=rf.str.contains(MARKER, literal=True),
-    ).with_columns(
-        prompt=cf.str.head(cf.str.len_chars() - pl.col("chosen").str.len_chars()),
-        _prompt_r=rf.str.head(rf.str.len_chars() - pl.col("rejected").str.len_chars()),
-    )
-    simple = out["_has_c"] & out["_has_r"] & (out["prompt"] == out["_prompt_r"])
+    cf, rf, prompt = pl.col("chosen_full"), pl.col("rejected_full"), pl.col("prompt")
+    out = df.with_columns(chosen=cf.str.split(MARKER).list.last()).with_columns(
+        prompt=cf.str.strip_suffix(pl.col("chosen"))  # "" when chosen has no marker
+    ).with_columns(rejected=rf.str.strip_prefix(prompt))
+    # the common case: rejected continues chosen's prompt with no marker after it, so its last turn starts where
+    # chosen's does (the marker cannot overlap itself, so no marker straddles the cut)
+    simple = out.select(
+        (prompt != "") & rf.str.starts_with(prompt) & ~pl.col("rejected").str.contains(MARKER, literal=True)
+    ).to_series()
     out = out.with_columns(
         diverged=pl.lit(False),
         reject_reason=pl.lit(None, dtype=pl.String),
@@ -41,7 +39,7 @@ def split_transcripts(df: pl.DataFrame) -> pl.DataFrame:
         for j, name in enumerate(cols):
             values = pl.Series(name, [f[j] for f in fixed], dtype=out.schema[name])
             out = out.with_columns(out[name].scatter(hard, values))
-    return out.drop("_has_c", "_has_r", "_prompt_r")
+    return out
 
 
 def _split_hard(chosen: str, rejected: str):
@@ -52,7 +50,8 @@ def _split_hard(chosen: str, rejected: str):
     shared = len(os.path.commonprefix([chosen, rejected]))
     cut = chosen.rfind(MARKER, 0, shared)
     if cut < 0:
-        return (None, None, None, False, "no_shared_prompt", "chosen and rejected share no turn ending in '\\n\\nAssistant:'")
+        return (None, None, None, False, "no_shared_prompt",
+                "chosen and rejected share no turn ending in '\\n\\nAssistant:'")
     end = cut + len(MARKER)
     last_c, last_r = chosen.rfind(MARKER), rejected.rfind(MARKER)
     diverged = not (last_c == last_r == cut)
