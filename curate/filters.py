@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import duckdb
 
 AGGREGATES = ("mean", "max")
-RESULT_COLUMNS = ("pair_id", "rank", "score", "picked_by", "reason")
+RESULT_COLUMNS = ("pair_id", "rank", "score", "picked_by", "reason", "flipped")
 HEADER_KEYS = ("strategy", "keeps", "params", "paper", "returns")
 BUILTIN_PARAMS = ("eps", "size", "iteration", "branch", "model_id", "aggregate", "distinct", "seed")
 
@@ -254,7 +254,7 @@ def run_filter(
             tx.remove("subset_pairs", ws.files("subset_pairs", key=name))
             if rows:
                 tx.copy("subset_pairs", con, "select $subset_id as subset_id, pair_id, rank, score, picked_by, "
-                        "reason from picked order by rank, pair_id, picked_by", {"subset_id": subset_id}, key=name)
+                        "reason, flipped from picked order by rank, pair_id, picked_by", {"subset_id": subset_id}, key=name)
             tx.copy("subsets", con, "select $subset_id as subset_id, $name as name, $strategy as strategy, "
                     "$branch as branch, $iteration as iteration, $params as params, $sha as sql_sha256, "
                     "$counts as counts, cast($created as timestamp) as created_at",
@@ -299,6 +299,7 @@ def _conform(con: "duckdb.DuckDBPyConnection", path: Path) -> None:
         f"cast({'score' if 'score' in cols else 'null'} as double) as score",
         f"cast({'picked_by' if 'picked_by' in cols else chr(39) + 'sql' + chr(39)} as varchar) as picked_by",
         f"cast({'reason' if 'reason' in cols else 'null'} as varchar) as reason",
+        f"coalesce(cast({'flipped' if 'flipped' in cols else 'null'} as boolean), false) as flipped",
     ]
     try:
         con.execute(f"create temp table picked as select {', '.join(exprs)} from picked_raw")

@@ -164,8 +164,31 @@ TABLES: dict[str, Table] = {
                 C("score", "DOUBLE", "score the filter ranked by"),
                 C("picked_by", "VARCHAR", "which rule picked it (e.g. pos or neg half)"),
                 C("reason", "VARCHAR", "the filter's own explanation, where it returns one"),
+                C("flipped", "BOOLEAN", "export and train it with chosen and rejected swapped (flip, --flip; "
+                  "extension)"),
             ),
             "filter",
+        ),
+        Table(
+            "strength",
+            "preference strength of a pair under one method and identity",
+            (
+                C("pair_id", "VARCHAR", "the pair"),
+                C("method", "VARCHAR", "probe (Bradley-Terry heads on frozen representations) or ensemble (reward "
+                  "models)"),
+                C("identity", "VARCHAR", "what made the scores: method, features or base model, M, K, seed (a "
+                  "rerun with the same identity reuses them)"),
+                C("n_models", "INTEGER", "M: models whose d = r(chosen) - r(rejected) the mean and std are over"),
+                C("folds", "INTEGER", "K: cross-fitting folds (each pair scored by models that never saw it); 1 "
+                  "for --in-sample"),
+                C("mean", "DOUBLE", "mean of d over the M models (Secrets of RLHF II, eq. 4)"),
+                C("std", "DOUBLE", "population standard deviation of d over the M models (eq. 4)"),
+                C("percentile", "DOUBLE", "rank of mean among this identity's pairs in [0, 1] (0: weakest)"),
+                C("category", "VARCHAR", "incorrect (mean < 0), ambiguous (0 <= mean < the band), strong"),
+                C("created_at", "TIMESTAMP", "when it was computed (UTC)"),
+                C("features", "VARCHAR", "representation or base model the models read (extension)"),
+            ),
+            "strength",
         ),
         Table(
             "runs",

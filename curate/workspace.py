@@ -253,7 +253,9 @@ class Workspace:
         if not files:
             return empty_select(TABLES[table]) if table in TABLES else "SELECT NULL WHERE false"
         quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-        return f"SELECT * FROM read_parquet([{quoted}], union_by_name = true)"
+        read = f"SELECT * FROM read_parquet([{quoted}], union_by_name = true)"
+        # a column the contract gained after these files were written reads as NULL, not as an error
+        return f"{read} UNION ALL BY NAME {empty_select(TABLES[table])}" if table in TABLES else read
 
     def _table_names(self, state: dict) -> list[str]:
         return list(TABLES) + [t for t in state["tables"] if t not in TABLES]

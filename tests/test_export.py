@@ -361,7 +361,7 @@ def test_a_subset_whose_pairs_are_not_in_this_workspace(ews):
     sid = query(ews.root, "select subset_id from subsets where name = $n", {"n": SPLIT_EVEN})[0][0]
     with ews.transaction() as tx:
         tx.add("subset_pairs", pl.DataFrame({"subset_id": [sid], "pair_id": ["0" * 32], "rank": [7], "score": [0.5],
-                                             "picked_by": ["pos"], "reason": [None]}))
+                                             "picked_by": ["pos"], "reason": [None], "flipped": [False]}))
     message = "lists 7 rows but only 6 of its pairs are in `pairs`"
     with pytest.raises(CurateError, match=message):
         export_subset(ews, SPLIT_EVEN)

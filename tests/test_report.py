@@ -86,6 +86,7 @@ def add_subsets(ws: Workspace) -> None:
             tx.add("subset_pairs", pl.DataFrame({
                 "subset_id": sid, "pair_id": [ws.ids[p] for p, _ in picks], "rank": list(range(1, len(picks) + 1)),
                 "score": [1.0] * len(picks), "picked_by": [by for _, by in picks], "reason": [None] * len(picks),
+                "flipped": [False] * len(picks),
             }, schema_overrides={"reason": pl.String}), key=name)
 
 
