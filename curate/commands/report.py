@@ -168,3 +168,92 @@ def winrate(workspace, run_id, png, long_form, fmt, output, quiet):
         err(f"judge: {judges}")
         for line in verdicts(df):
             err(line)
+
+
+@report.command()
+@workspace_option
+@click.option("--strength", "identity", default=None, metavar="IDENTITY",
+              help="Which strength rows: an identity of the strength table, or a unique prefix of one (default: the "
+                   "most recently computed).")
+@click.option("--figures", type=click.Path(file_okay=False), default=None,
+              help="Folder for the two PNG figures (default: <workspace>/reports).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the tables (or the JSON) to FILE instead of stdout.")
+@json_option
+@quiet_option
+def strength(workspace, identity, figures, output, as_json, quiet):
+    """Preference strength of the pairs: categories, deciles, the U shape of the std.
+
+    From the rows `curate strength` stored (Secrets of RLHF II, section 2.2): pairs and share per category
+    (incorrect: mean < 0, ambiguous, strong) with 95% Wilson intervals, per source subset when there are several;
+    a table by decile of the mean; the pairs sorted by mean in 20 equal groups, each with the mean of the means
+    and of the stds (the paper's Figure 2). Draws a histogram of the mean by category and the std against the
+    mean.
+
+    \b
+    Examples:
+      curate report strength
+      curate report strength --strength probe --json -o strength.json
+    """
+    import io
+
+    from ..atomic import write_text
+    from ..report.strength import strength_report, write_strength_figures
+    from ..workspace import Workspace
+
+    ws = Workspace(workspace)
+    rep = strength_report(ws, identity)
+    paths = write_strength_figures(ws, rep, figures)
+    if as_json:
+        text = json.dumps({**rep.to_dict(), "figures": {k: str(p) for k, p in paths.items()}}, indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        _print_strength(rep, buf)
+        text = buf.getvalue()
+    if output:
+        write_text(output, text)
+    else:
+        click.echo(text, nl=False)
+    if not quiet:
+        others = rep.identities - 1
+        if others:
+            err(f"{others} other strength identit{'y' if others == 1 else 'ies'} in this workspace: pick one with "
+                "--strength.")
+        err(f"wrote {paths['histogram']} and {paths['std_vs_mean']}" + (f" and {output}" if output else ""))
+
+
+def _pct_interval(share, low, high) -> str:
+    return f"{100 * share:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _f4(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _print_strength(rep, file) -> None:
+    """The report as text tables (categories, subsets, deciles, groups) on file."""
+    from ..display import line, print_table
+
+    line(f"strength {rep.identity}: method {rep.method}, {rep.n_models} models, {rep.folds} folds"
+         + (f", features {rep.features}" if rep.features else "") + f", {rep.pairs:,} pairs, computed {rep.created_at}",
+         file=file)
+    print_table(["category", "pairs", "share % [95% Wilson]"],
+                [(r["category"], f"{r['pairs']:,}", _pct_interval(r["share"], r["share_low"], r["share_high"]))
+                 for r in rep.categories.iter_rows(named=True)], title="categories", file=file)
+    if rep.by_subset.height:
+        categories = rep.categories["category"].to_list()
+        rows = []
+        for (subset,), block in rep.by_subset.partition_by("subset", maintain_order=True, as_dict=True).items():
+            cells = {r["category"]: _pct_interval(r["share"], r["share_low"], r["share_high"])
+                     for r in block.iter_rows(named=True)}
+            rows.append((subset, f"{block['pairs'].sum():,}", *(cells.get(c, "-") for c in categories)))
+        print_table(["subset", "pairs", *(f"{c} % [95% Wilson]" for c in categories)], rows, title="by subset",
+                    file=file)
+    print_table(["decile", "pairs", "mean of mean", "mean of std", "incorrect %"],
+                [(r["decile"], f"{r['pairs']:,}", _f4(r["mean_of_mean"]), _f4(r["mean_of_std"]),
+                  f"{100 * r['share_incorrect']:.1f}") for r in rep.deciles.iter_rows(named=True)],
+                title="deciles of the mean (1: weakest)", file=file)
+    print_table(["group", "pairs", "mean of mean", "mean of std"],
+                [(r["group"], f"{r['pairs']:,}", _f4(r["mean_of_mean"]), _f4(r["mean_of_std"]))
+                 for r in rep.groups.iter_rows(named=True)],
+                title=f"Figure 2: {rep.groups.height} equal groups by mean", file=file)

@@ -1,4 +1,5 @@
-"""Draws the report's figures: CDF and histograms of the similarities, the overlap heatmap, as PNG bytes or files.
+"""Draws the report's figures: CDF and histograms of the similarities, the overlap heatmap, win rates, preference
+strength (histogram by category, std against mean), as PNG bytes or files.
 
     from curate.report import intersect, intersect_heatmap
     intersect_heatmap(intersect(ws), "overlap.png")
@@ -167,4 +168,78 @@ def winrate_figure(df: "pl.DataFrame"):
     ax.set_xlim(0, 1)
     ax.set_xlabel("win rate against the baseline (95% bootstrap CI; grey: Wilson)")
     fig.tight_layout()
+    return fig
+
+
+# incorrect red, ambiguous orange, strong blue; a category the report does not know is grey
+CATEGORY_COLORS = {"incorrect": "C3", "ambiguous": "C1", "strong": "C0"}
+MAX_POINTS = 20_000  # pairs drawn in the std-vs-mean scatter (a seeded sample beyond): the file stays small
+
+
+def _by_category(rows: "pl.DataFrame") -> list:
+    """(category, its rows, colour) of each category that has rows, weakest first."""
+    present = set(rows["category"].to_list())
+    order = [c for c in CATEGORY_COLORS if c in present] + sorted(present - set(CATEGORY_COLORS))
+    return [(c, rows.filter(rows["category"] == c), CATEGORY_COLORS.get(c, "0.5")) for c in order]
+
+
+def strength_histogram_figure(rep):
+    """Histogram of the mean strength, stacked by category, with the line mean = 0 (Secrets of RLHF II, 2.2)."""
+    import numpy as np
+
+    fig = figure_class()(figsize=(7.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    parts = _by_category(rep.rows)
+    values = rep.rows["mean"].to_numpy()
+    bins = np.histogram_bin_edges(values, bins=40)
+    width = bins[1] - bins[0]
+    if values.min() < 0 < values.max():  # 0 an edge, so no bar mixes incorrect (mean < 0) with the rest
+        bins = np.arange(np.floor(values.min() / width), np.ceil(values.max() / width) + 1) * width
+    ax.hist([p["mean"].to_numpy() for _, p, _ in parts], bins=bins, stacked=True, color=[c for *_, c in parts],
+            label=[f"{name}: {p.height:,} ({p.height / rep.pairs:.1%})" for name, p, _ in parts])
+    ax.axvline(0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"mean of d = r(chosen) - r(rejected) over {rep.n_models or 'M'} models")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"Preference strength of {rep.pairs:,} pairs ({rep.identity})", fontsize="medium")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def strength_std_figure(rep):
+    """The paper's Figure 2: left, each pair's std against its mean; right, the pairs sorted by mean in 20 equal
+    groups, the mean of the means (bars) and of the stds (line): the std is U-shaped (section 2.2)."""
+    import numpy as np
+
+    Figure = figure_class()
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    rows = rep.rows
+    if rows.height > MAX_POINTS:
+        rows = rows.sample(MAX_POINTS, seed=0)
+    for name, part, color in _by_category(rows):
+        left.scatter(part["mean"].to_numpy(), part["std"].to_numpy(), s=5, alpha=0.4, color=color, label=name,
+                     linewidths=0)
+    left.axvline(0, color="black", linestyle="--", linewidth=1)
+    left.set_xlabel("mean of d")
+    left.set_ylabel("std of d")
+    left.set_title("each pair" + (f" ({MAX_POINTS:,} of {rep.pairs:,} drawn)" if rows.height < rep.pairs else ""))
+    left.legend(fontsize="small", markerscale=3)
+
+    g = rep.groups
+    x, means, stds = g["group"].to_numpy(), g["mean_of_mean"].to_numpy(), g["mean_of_std"].to_numpy()
+    right.bar(x, means, color=np.where(means < 0, "C3", "C0"), alpha=0.6, label="mean of the means")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel(f"group of pairs sorted by mean ({len(x)} equal groups)")
+    right.set_ylabel("mean of the means")
+    twin = right.twinx()
+    twin.plot(x, stds, "o-", color="black", label="mean of the stds")
+    twin.set_ylabel("mean of the stds")
+    twin.set_ylim(bottom=0)
+    right.set_title("by group (Secrets of RLHF II, Figure 2)")
+    handles = right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    right.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper left")
+    fig.suptitle(f"Standard deviation against mean strength ({rep.identity})", fontsize="medium")
     return fig

@@ -22,7 +22,16 @@ from ..errors import CurateError
 from ..runs import lineage_rows
 from ..tables import TABLES
 from ..workspace import Workspace, query_frame, utcnow
-from .figures import cdf_figure, floors_label, heatmap_figure, histogram_figure, png, winrate_figure
+from .figures import (
+    cdf_figure,
+    floors_label,
+    heatmap_figure,
+    histogram_figure,
+    png,
+    strength_histogram_figure,
+    strength_std_figure,
+    winrate_figure,
+)
 from .overlap import intersect
 from .similarities import (
     SUBSET_EPS_SQL,
@@ -32,6 +41,7 @@ from .similarities import (
     load_similarities,
     similarity_stats,
 )
+from .strength import StrengthReport, strength_report
 from .winrates import pivot as winrate_pivot
 from .winrates import verdicts as winrate_verdicts
 from .winrates import winrate_table
@@ -111,6 +121,15 @@ def html_report(ws: Workspace, output: str | os.PathLike | None = None, eps: flo
     else:
         out.extend(_similarities_section(sims, sources, assumed))
 
+    if counts.get("strength"):  # no section at all before `curate strength` ran
+        out.append("<h2>Preference strength (Secrets of RLHF II, section 2.2)</h2>")
+        try:
+            rep = strength_report(ws)
+        except CurateError as e:
+            out.append(_note(str(e)))
+        else:
+            out.extend(_strength_section(rep))
+
     out.append("<h2>Overlap across iterations (FRFT paper, Table 3)</h2>")
     try:
         inter = intersect(ws)
@@ -169,6 +188,31 @@ def _similarities_section(sims: Similarities, sources: dict[float, str], assumed
         "<h3>Cumulative distribution (FRFT paper, Figure 2)</h3>",
         _img(png(cdf_figure(sims)), f"cumulative distribution of pos_sim and neg_sim; {floors_label(sims)}"),
     ]
+
+
+def _strength_section(rep: StrengthReport) -> list[str]:
+    """The newest identity's categories (per subset too), deciles, histogram and the std-vs-mean groups."""
+    others = rep.identities - 1
+    meta = (f"identity <code>{_e(rep.identity)}</code>: method {_e(rep.method)}, {_e(rep.n_models)} models, "
+            f"{_e(rep.folds)} folds" + (f", features <code>{_e(rep.features)}</code>" if rep.features else "")
+            + f", {rep.pairs:,} pairs, computed {_e(rep.created_at)}.")
+    out = [f'<p class="meta">{meta}</p>',
+           *([_note(f"{others} other identit{'y' if others == 1 else 'ies'} in the strength table: "
+                    "`curate report strength --strength IDENTITY` shows one.")] if others else []),
+           _note("d = r(chosen) - r(rejected) per model; mean and std over the models (eq. 4). incorrect: mean < 0 "
+                 "(likely mislabelled); shares with their 95% Wilson interval."),
+           _table(rep.categories.columns, rep.categories.rows())]
+    if rep.by_subset.height:
+        out += ["<h3>By subset</h3>", _table(rep.by_subset.columns, rep.by_subset.rows())]
+    out += ["<h3>Deciles of the mean (1: weakest)</h3>", _table(rep.deciles.columns, rep.deciles.rows()),
+            "<h3>Histogram of the mean by category</h3>",
+            _img(png(strength_histogram_figure(rep)), "histogram of the mean strength, stacked by category"),
+            "<h3>Standard deviation against mean (Secrets of RLHF II, Figure 2)</h3>",
+            _note(f"The pairs sorted by mean in {rep.groups.height} equal groups: the paper finds the mean of the "
+                  "stds U-shaped, highest for the weakest and the strongest pairs."),
+            _img(png(strength_std_figure(rep)), "std against mean per pair, and per group of pairs sorted by mean"),
+            _table(rep.groups.columns, rep.groups.rows())]
+    return out
 
 
 def _runs(ws: Workspace) -> list[list]:
