@@ -86,7 +86,8 @@ def test_tables_unknown(cli):
     assert r.exit_code == 1
     assert r.stderr == (
         "Error: unknown table 'nosuch'; the tables are pairs, rejects, generations, embeddings, "
-        "embedding_models, sample_similarities, similarities, subsets, subset_pairs, runs, judgments, winrates.\n"
+        "embedding_models, sample_similarities, similarities, subsets, subset_pairs, strength, runs, judgments, "
+        "winrates.\n"
     )
 
 
