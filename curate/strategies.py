@@ -6,6 +6,8 @@ filter benchmark. Adding a strategy is a SELECT in `sql/` (header: strategy, kee
 plus one entry below; `register()` adds one from elsewhere (a test does it with a file in a temporary folder).
 
 The paper reference and what the filter keeps come from the SQL file's own header, so they are written once.
+clean and flip (Secrets of RLHF II) read the `strength` table instead of `similarities`: they need no scored
+iteration, and any strategy can take them on top with --clean F / --flip F (curate.filters).
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ class Strategy:
         return self.header.get("paper", "")
 
     @property
+    def params(self) -> set[str]:
+        """The parameters the header lists (a test checks them against those the SQL uses)."""
+        return {p.strip() for p in self.header.get("params", "").split(",") if p.strip()}
+
+    @property
+    def reads_strength(self) -> bool:
+        """Whether it picks from the `strength` table (clean, flip) rather than from an iteration's scores."""
+        return "strength" in self.params
+
+    @property
     def label(self) -> str:
         """A short reference for help texts: "Part 2" or "eq. 3"."""
         if self.part is not None:
@@ -71,6 +83,9 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("random", "random.sql", "is drawn only if its md5(seed:pair_id) is among the size smallest",
              baseline=True),
     Strategy("all", "all.sql", "needs only to be a scored pref pair", baseline=True),
+    Strategy("clean", "clean.sql", "needs a strength percentile at or above --drop-below and a category that is "
+             "not dropped"),
+    Strategy("flip", "flip.sql", "needs only a strength row (flip keeps every measured pref pair)"),
 )}
 
 
@@ -90,6 +105,11 @@ def names() -> list[str]:
 def paper_parts() -> list[str]:
     """The paper's Parts 1-4 in order: what `--all-strategies` and `curate run` run by default."""
     return [s.name for s in sorted((s for s in REGISTRY.values() if s.part is not None), key=lambda s: s.part)]
+
+
+def branch_strategies() -> list[str]:
+    """The strategies `curate run` can give a branch of its own: those that pick from an iteration's scores."""
+    return [s.name for s in REGISTRY.values() if not s.reads_strength]
 
 
 def baselines() -> list[str]:

@@ -41,7 +41,7 @@ order by s.branch, s.iteration, coalesce(list_position($order, s.strategy), 1000
 
 # The pairs of one subset with their similarities, in rank order (`curate subsets NAME`).
 PAIRS_SQL = """
-select sp.rank, sp.pair_id, round(sp.score, 4) as score, sp.picked_by,
+select sp.rank, sp.pair_id, round(sp.score, 4) as score, sp.picked_by, coalesce(sp.flipped, false) as flipped,
        round(si.pos_sim, 4) as pos_sim, round(si.neg_sim, 4) as neg_sim, p.prompt, p.chosen, p.rejected
 from subset_pairs sp
 join subsets s using (subset_id)
@@ -54,16 +54,26 @@ order by sp.rank, sp.picked_by
 """
 
 # The rows a subset exports and trains on: TRL's explicit-prompt preference format, then curate's columns, with
-# the similarities aggregated as the filter did.
+# the similarities aggregated as the filter did. A flipped row (flip, --flip: Secrets of RLHF II, section 2.4.1)
+# has chosen and rejected swapped, and its similarities with them, so each column keeps its meaning.
 ROWS_SQL = """
-select p.prompt, p.chosen, p.rejected, sp.pair_id, sp.rank, sp.score, sp.picked_by,
-       case when $aggregate = 'max' then si.pos_sim_max else si.pos_sim end as pos_sim,
-       case when $aggregate = 'max' then si.neg_sim_max else si.neg_sim end as neg_sim
-from subset_pairs sp
+with picked as (
+    select sp.*, coalesce(sp.flipped, false) as swap from subset_pairs sp where sp.subset_id = $subset_id
+)
+select p.prompt, case when sp.swap then p.rejected else p.chosen end as chosen,
+       case when sp.swap then p.chosen else p.rejected end as rejected,
+       sp.pair_id, sp.rank, sp.score, sp.picked_by,
+       case when sp.swap then neg else pos end as pos_sim,
+       case when sp.swap then pos else neg end as neg_sim,
+       sp.swap as flipped
+from picked sp
 join pairs p using (pair_id)
-left join similarities si
-  on si.pair_id = sp.pair_id and si.branch = $branch and si.iteration = $iteration and si.model_id = $model_id
-where sp.subset_id = $subset_id
+left join (
+    select pair_id,
+           case when $aggregate = 'max' then pos_sim_max else pos_sim end as pos,
+           case when $aggregate = 'max' then neg_sim_max else neg_sim end as neg
+    from similarities where branch = $branch and iteration = $iteration and model_id = $model_id
+) si using (pair_id)
 order by sp.rank, sp.picked_by desc, sp.pair_id
 """
 

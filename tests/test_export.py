@@ -70,7 +70,8 @@ def test_folder_loads_with_datasets_in_rank_order_with_both_copies_of_a_twice_pi
     assert sorted(files_of(r.path)) == ["README.md", "curate_provenance.json", DATA_FILE]
     train = datasets.load_dataset(str(r.path), cache_dir=str(tmp_path / "hf-cache"))["train"]
     assert train.column_names == COLS == ["prompt", "chosen", "rejected", "pair_id", "rank", "score", "picked_by",
-                                          "pos_sim", "neg_sim"]
+                                          "pos_sim", "neg_sim", "flipped"]
+    assert train["flipped"] == [False] * 6 and train.features["flipped"].dtype == "bool"
     got = train.to_list()
     want = subset_rows(ews)
     assert [x["rank"] for x in got] == [1, 2, 3, 4, 5, 6]

@@ -226,7 +226,8 @@ def test_every_shipped_filter_follows_the_header_contract(strategy):
     assert listed == f.params, f"{f.path}: header params {listed} != used {f.params}"
     assert f.params <= set(BUILTIN_PARAMS)
     assert f.header["returns"].split(", ")[0] == "pair_id"
-    assert f.header["paper"].startswith("FRFT section")
+    assert f.header["paper"].startswith(("FRFT section", "Secrets of RLHF II, section"))
+    assert strategies.get(strategy).params == f.params  # what the registry reads from the header
 
 
 def test_the_sql_folder_holds_exactly_the_strategies():

@@ -76,9 +76,9 @@ def sws(tmp_path_factory) -> Workspace:
 # -- which identity ---------------------------------------------------------------------------------------
 def test_pick_identity_newest_exact_or_unique_prefix(sws):
     with sws.connect() as con:
-        assert pick_identity(con, None) == NEW  # the most recent created_at
-        assert pick_identity(con, NEW) == NEW  # exact, though it is also a prefix of OLD
-        assert pick_identity(con, NEW + ":f") == OLD  # a unique prefix
+        assert pick_identity(con, None).identity == NEW  # the most recent created_at
+        assert pick_identity(con, NEW).identity == NEW  # exact, though it is also a prefix of OLD
+        assert pick_identity(con, NEW + ":f").identity == OLD  # a unique prefix
         with pytest.raises(CurateError) as e:
             pick_identity(con, "probe")
         assert str(e.value) == (f"--strength 'probe' is a prefix of 2 identities ({NEW}, {OLD}): give more of it.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -367,3 +368,130 @@ def test_eval_rm_on_the_policys_pairs_and_a_rewardbench_file(cli, trained, rm_ws
     write_jsonl(bad := tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
     r = cli("eval", "rm", "--reward", trained.output, "-w", rm_ws.root, "--rewardbench", bad)
     assert r.exit_code == 1 and "lacks column(s) subset" in r.stderr
+
+
+# -- preference strength: flipped rows, the margin, per-row smoothing (issue 16) --------------------------------------
+N_STRENGTH = 16
+
+
+@pytest.fixture(scope="module")
+def strength_ws(tmp_path_factory) -> Workspace:
+    """16 good/bad pref pairs; in pair_id order pair i has mean strength i - 3.5 (pairs 0-3 incorrect) and percentile
+    i / 15. The subset `flip` (--bottom 0.1) flips pairs 0 and 1, whose means in the flipped orientation are 3.5 and
+    2.5; pairs 2 and 3 (-1.5, -0.5) stay incorrect."""
+    from datetime import datetime
+
+    from curate.ingest import ingest
+
+    tmp = tmp_path_factory.mktemp("strengthws")
+    src = write_jsonl(tmp / "data" / "harmless-base" / "train.jsonl", good_bad_rows(N_STRENGTH))
+    ws = Workspace(tmp / "ws")
+    ingest(ws, [str(src)])
+    ids = [r[0] for r in query(ws.root, "select pair_id from pairs order by pair_id")]
+    means = [i - 3.5 for i in range(N_STRENGTH)]
+    rows = pl.DataFrame({"pair_id": ids, "method": "probe", "identity": "probe-test", "n_models": 4, "folds": 5,
+                         "mean": means, "std": 0.5, "percentile": [i / 15 for i in range(N_STRENGTH)],
+                         "category": ["incorrect" if m < 0 else "strong" for m in means],
+                         "created_at": datetime(2025, 1, 1), "features": "test"})
+    with ws.transaction() as tx:
+        tx.add("strength", rows)
+    run_filter(ws, "flip", bottom=0.1)
+    ws.ids = ids
+    return ws
+
+
+def oriented(i: int) -> float:
+    return -(i - 3.5) if i < 2 else i - 3.5
+
+
+def test_strength_columns_follow_the_flipped_orientation(strength_ws):
+    from curate.train.data import load_preferences, with_strength
+
+    rows = load_preferences(str(strength_ws.root), subset="flip")
+    ds, record = with_strength(rows, str(strength_ws.root), None, margin_scale=0.5, smooth_incorrect=0.1)
+    by_id = {r["pair_id"]: r for r in ds}
+    for i, pid in enumerate(strength_ws.ids):
+        r = by_id[pid]
+        assert r["flipped"] is (i < 2)
+        assert r["chosen"].endswith("bad" if i < 2 else "good")  # flipped rows arrive swapped
+        assert r["margin"] == max(oriented(i), 0) * 0.5
+        assert r["smoothing"] == (0.1 if i in (2, 3) else 0.0)
+    assert record["identity"] == "probe-test" and record["smooth_incorrect"] == {"alpha": 0.1, "rows": 2}
+
+
+def test_per_row_smoothing_is_the_formula(trainer):
+    rc, rr, margin, a = [1.5, -0.25, 0.75], [0.5, 0.5, -1.0], [0.5, 0.0, 1.0], [0.1, 0.0, 0.2]
+    trainer.label_smoothing = 0.0
+    inputs = {"input_ids": torch.zeros(6, 3, dtype=torch.long), "attention_mask": torch.ones(6, 3, dtype=torch.long),
+              "margin": torch.tensor(margin), "smoothing": torch.tensor(a)}
+    loss = trainer.compute_loss(stub_model(rc + rr), inputs)
+    d = [c - r - m for c, r, m in zip(rc, rr, margin)]  # 0.5, -0.75, 0.75
+    by_hand = sum(-(1 - ai) * math.log(1 / (1 + math.exp(-di))) - ai * math.log(1 / (1 + math.exp(di)))
+                  for ai, di in zip(a, d)) / 3
+    assert loss.item() == pytest.approx(by_hand, abs=1e-6)
+    assert "smoothing" not in inputs  # taken out before the model sees the batch
+
+
+def test_smoothing_and_margin_reach_the_loss_through_the_collator(base, strength_ws, tmp_path):
+    """The real path: tokenize_rows -> the Trainer's dataloader (column pruning, collator) -> compute_loss."""
+    from trl import RewardConfig
+
+    from curate.train.data import load_preferences, with_strength
+    from curate.train.reward import load_reward_model
+    from curate.train.rm import make_trainer, tokenize_rows
+
+    rows = load_preferences(str(strength_ws.root), subset="flip")
+    rows.dataset, _ = with_strength(rows, str(strength_ws.root), None, margin_scale=0.5, smooth_incorrect=0.1)
+    model, tok, _ = load_reward_model(base)
+    ds, _ = tokenize_rows(rows.dataset, tok, 64)
+    assert ds.column_names == ["chosen_ids", "rejected_ids", "margin", "smoothing"]
+    args = RewardConfig(output_dir=str(tmp_path), report_to="none", bf16=False, use_cpu=True, max_length=64,
+                        activation_checkpointing=False,
+                        per_device_train_batch_size=N_STRENGTH, train_sampling_strategy="sequential")
+    trainer = make_trainer(model, tok, ds, args)
+    batch = next(iter(trainer.get_train_dataloader()))
+    order = [strength_ws.ids.index(p) for p in rows.dataset["pair_id"]]  # the subset's rank order
+    assert batch["smoothing"].tolist() == pytest.approx([0.1 if i in (2, 3) else 0.0 for i in order])
+    assert batch["margin"].tolist() == pytest.approx([max(oriented(i), 0) * 0.5 for i in order])
+    with torch.no_grad():
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+        rc, rr = rewards.chunk(2)
+        d = rc - rr - batch["margin"]
+        a = batch["smoothing"]
+        by_hand = (-(1 - a) * torch.nn.functional.logsigmoid(d) - a * torch.nn.functional.logsigmoid(-d)).mean()
+        loss = trainer.compute_loss(model, dict(batch))
+    torch.testing.assert_close(loss, by_hand)
+
+
+def test_train_on_flipped_labels_with_margin_and_smoothing(cli, base, strength_ws, tmp_path):
+    r = cli("train", "rm", "--base", base, "--subset", "flip", "-w", strength_ws.root, "-o", tmp_path / "rm",
+            "--epochs", "1", "--max-length", "64", "--margin", "strength", "--margin-scale", "0.5",
+            "--smooth-incorrect", "0.1")
+    assert r.exit_code == 0, r.output
+    assert "label smoothing 0.1 on the 2 incorrect rows (mean strength < 0) of 16" in r.stderr
+    rec = json.loads((tmp_path / "rm" / "curate_train.json").read_text())
+    assert rec["strength"]["identity"] == "probe-test" and rec["strength"]["margin"]["scale"] == 0.5
+    assert rec["config"]["margin"] == "strength" and rec["counts"]["margin_column"] is True
+    assert rec["counts"]["trained_rows"] == N_STRENGTH
+
+
+def test_strength_options_bad_input(base, rm_ws, strength_ws, tmp_path):
+    from curate.train.rm import train_rm
+
+    ws = str(strength_ws.root)
+    for kw, message in [
+        ({"smooth_incorrect": 0.5}, r"--smooth-incorrect must be in \[0, 0.5\)"),
+        ({"smooth_incorrect": 0.1, "label_smoothing": 0.1}, "give one of them"),
+        ({"strength": "probe"}, "--strength picks the strength rows of --margin strength and --smooth-incorrect"),
+        ({"margin": "strength", "strength": "zz"}, "--strength 'zz' is not an identity"),
+        ({"margin": "strength", "margin_scale": -1.0}, "--margin-scale must be above 0"),
+        ({"margin_scale": 2.0}, "--margin-scale applies to --margin strength"),
+    ]:
+        with pytest.raises(CurateError, match=message):
+            train_rm(rm_config(base, tmp_path / "o", subset="flip", workspace=ws, **kw))
+    with pytest.raises(CurateError, match="run `curate strength` first"):
+        train_rm(rm_config(base, tmp_path / "o", subset="gb", workspace=str(rm_ws.root), margin="strength"))
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "q ?", "chosen": " good", "rejected": " bad"}])
+    with pytest.raises(CurateError, match="this data has no pair_id column"):
+        train_rm(rm_config(base, tmp_path / "o", data=str(data), workspace=ws, smooth_incorrect=0.1))
+    assert not (tmp_path / "o").exists()

@@ -25,14 +25,23 @@ from .options import err, json_option, quiet_option, workspace_option
                    "Alone it writes no local copy; with --output or --format it does both.")
 @click.option("--private", is_flag=True, help="With --hub: make the Hub repo private.")
 @click.option("--force", is_flag=True, help="Replace an existing target (only once the new one is complete).")
+@click.option("--margin", type=click.Choice(["strength"]), default=None,
+              help="Add TRL's `margin` column: max(mean strength, 0) (Secrets of RLHF II, eq. 6), in each row's "
+                   "orientation (a flipped row's mean is -mean).")
+@click.option("--margin-scale", type=float, default=None, metavar="S",
+              help="With --margin strength: the margin is max(mean, 0) times S.  [default: 1]")
+@click.option("--strength", default=None, metavar="ID",
+              help="With --margin strength: the strength identity (or a unique prefix; default: the latest).")
 @workspace_option
 @json_option
 @quiet_option
-def export(subset, fmt, to, to_old, repo_id, private, force, workspace, as_json, quiet):
+def export(subset, fmt, to, to_old, repo_id, private, force, margin, margin_scale, strength, workspace, as_json,
+           quiet):
     """Export a subset as a dataset for TRL's RewardTrainer, locally or to the Hub.
 
     One row per row of the subset, in rank order: prompt, chosen, rejected, pair_id, rank, score,
-    picked_by, pos_sim, neg_sim, with the subset's provenance (dataset card, JSON, Parquet metadata).
+    picked_by, pos_sim, neg_sim, flipped (chosen and rejected are written swapped where it is true), and
+    with --margin strength a margin; with the subset's provenance (dataset card, JSON, Parquet metadata).
     stdout gets the path written and/or the Hub URL (with --json, one JSON object); the summary goes to stderr.
 
     \b
@@ -40,6 +49,7 @@ def export(subset, fmt, to, to_old, repo_id, private, force, workspace, as_json,
       curate export frft-split-even-it1                          # datasets_out/frft-split-even-it1/
       curate export frft-split-even-it1 --format parquet --output rm.parquet
       curate export frft-split-even-it1 --hub me/frft-split-even --private
+      curate export flip --margin strength --margin-scale 0.5    # TRL's margin from the mean strength
     """
     import tempfile
     from pathlib import Path
@@ -49,12 +59,16 @@ def export(subset, fmt, to, to_old, repo_id, private, force, workspace, as_json,
 
     if private and not repo_id:
         raise click.UsageError("--private applies to --hub REPO_ID.")
+    if margin is None and (margin_scale is not None or strength is not None):
+        raise click.UsageError("--margin-scale and --strength apply to --margin strength.")
+    margin_args = {"margin": margin, "margin_scale": 1.0 if margin_scale is None else margin_scale,
+                   "strength": strength}
     to = to or to_old
     ws = Workspace(workspace)
     local = repo_id is None or fmt is not None or to is not None
     result = url = None
     if local:
-        result = export_subset(ws, subset, fmt or "folder", to, force, repo_id=repo_id)
+        result = export_subset(ws, subset, fmt or "folder", to, force, repo_id=repo_id, **margin_args)
         if not quiet:
             _summary(result)
         if not as_json:
@@ -64,7 +78,7 @@ def export(subset, fmt, to, to_old, repo_id, private, force, workspace, as_json,
             url = _push(push_to_hub, result.path, repo_id, private, result, quiet)
         else:
             with tempfile.TemporaryDirectory(prefix="curate-export-") as tmp:
-                built = export_subset(ws, subset, "folder", Path(tmp) / "dataset", repo_id=repo_id)
+                built = export_subset(ws, subset, "folder", Path(tmp) / "dataset", repo_id=repo_id, **margin_args)
                 url = _push(push_to_hub, built.path, repo_id, private, built, quiet)
         if not as_json:
             click.echo(url)
@@ -88,5 +102,11 @@ def _summary(r) -> None:
     twice = f", {r.picked_twice:,} picked by both halves (kept twice)" if r.picked_twice else ""
     err(f"exported {r.name}: {r.rows:,} rows ({r.distinct_pairs:,} distinct pairs{twice}) to {r.path} "
         f"({r.format}, {r.seconds:.2f} s)")
+    flipped = r.provenance.get("flipped_rows", 0)
+    if flipped:
+        err(f"  {flipped:,} rows flipped: chosen and rejected are swapped in them")
+    m = r.provenance.get("margin")
+    if m and m.get("source") == "strength":
+        err(f"  margin: max(mean, 0) * {m['scale']:g} from strength identity {m['identity']}")
     if r.replaced:
         err(f"  replaced the earlier {r.path}")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..filters import FilterSettings
+from ..filters import DROP_CATEGORIES, FilterSettings
 from ..settings import click_options
 from .options import emit, err, json_option, output_options, param_option, quiet_option, workspace_option
 
@@ -54,12 +54,29 @@ class StrategyOption(click.Option):
 @click.option("--iteration", "-i", type=int, default=None, help="Scored iteration (default: the latest).")
 @click.option("--branch", default="main", show_default=True, help="FRFT branch.")
 @click.option("--model", "-m", default=None, help="Embedding model_id (or its name prefix) when several scored.")
-@click.option("--name", default=None, help="Subset name (default frft-<strategy>-it<N>); an existing one is replaced.")
+@click.option("--name", default=None, help="Subset name (default frft-<strategy>-it<N>, clean, flip; -clean/-flip "
+                                            "with --clean/--flip); an existing one is replaced.")
+@click.option("--drop-below", type=float, default=None, metavar="F",
+              help="clean: drop the pairs whose strength percentile is below F (0.1: the weakest 10%).")
+@click.option("--drop-category", "drop_categories", type=click.Choice(DROP_CATEGORIES), multiple=True,
+              help="clean: drop the pairs of this strength category instead (incorrect: mean < 0). Repeatable.")
+@click.option("--bottom", type=float, default=None, metavar="F",
+              help="flip: flip chosen and rejected of the pairs whose strength percentile is below F.")
+@click.option("--clean", type=float, default=None, metavar="F",
+              help="On top of any strategy: leave the pairs whose strength percentile is below F out of the "
+                   "candidates before the filter picks (its size is filled from the others).")
+@click.option("--flip", type=float, default=None, metavar="F",
+              help="On top of any strategy: flip the picked pairs whose strength percentile is below F.")
+@click.option("--strength", default=None, metavar="ID",
+              help="Strength identity the percentiles come from (or a unique prefix; default: the latest computed).")
 @json_option
 @quiet_option
 def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, iteration, branch, aggregate, distinct,
-            seed, model, name, as_json, quiet):
-    """Pick a policy-aligned subset of pref pairs (an FRFT strategy or your SQL).
+            seed, model, name, drop_below, drop_categories, bottom, clean, flip, strength, as_json, quiet):
+    """Pick a subset of pref pairs: an FRFT strategy, your SQL, or clean / flip.
+
+    clean and flip (and --clean / --flip on top of any strategy) use the preference strength that `curate
+    strength` stores; the FRFT strategies use the similarities of a scored iteration.
 
     \b
     Examples:
@@ -68,6 +85,10 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
       curate filter --sql-file my_filter.sql -p min_len 50
       curate filter --strategy random --size 2000 --seed 0   # the vanilla baseline's random pairs
       curate filter --strategy all                           # every scored pref pair
+      curate filter --strategy clean --drop-below 0.1        # every pref pair but the weakest 10%
+      curate filter --strategy clean --drop-category incorrect
+      curate filter --strategy flip --bottom 0.1             # the weakest 10% flipped
+      curate filter --strategy split-even --eps 0.2 --clean 0.1 --flip 0.1
     """
     from .. import strategies
     from ..filters import run_filter
@@ -93,7 +114,8 @@ def filter_(workspace, strategy, all_strategies, sql_file, params, eps, size, it
         own_sql = spec.get("strategy") is None  # a user's filter: run_filter checks that it uses $distinct
         r = run_filter(ws, **spec, eps=eps, size=size, iteration=iteration, branch=branch, aggregate=aggregate,
                        distinct=distinct and (own_sql or spec["strategy"] in halves), seed=seed, model=model, name=name,
-                       user_params=params)
+                       user_params=params, strength=strength, drop_below=drop_below, drop_categories=drop_categories,
+                       bottom=bottom, clean=clean, flip=flip)
         results.append(r)
         if not quiet:
             _summary(r)
@@ -108,6 +130,9 @@ def _summary(r) -> None:
     from .. import strategies
 
     c = r.counts
+    if not r.reads_scores:  # clean, flip, or a user's filter over other tables: no floor, no similarity counts
+        _strength_summary(r)
+        return
     if r.strategy in strategies.baselines():  # no floor: the similarity counts say nothing about the pick
         seed = f", seed {r.params['seed']}" if "seed" in r.params else ""
         err(f"{r.name}: {r.rows:,} of {c['scored']:,} scored pairs ({r.strategy}{seed}, iteration {r.iteration}, "
@@ -116,12 +141,14 @@ def _summary(r) -> None:
             err(f"  note: only {c['scored']:,} pairs are scored, fewer than --size {r.size:,}: the subset has them all")
         if r.replaced:
             err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
+        _strength_notes(r)
         return
     twice = f", {c['picked_twice']:,} picked by both halves" if c["picked_twice"] else ""
     err(f"{r.name}: {r.rows:,} rows, {r.distinct_pairs:,} distinct pairs{twice} "
         f"({r.strategy}, eps {r.params['eps']:g}, floor {r.params['floor']:g}, iteration {r.iteration}, "
         f"{r.seconds:.2f} s)")
-    err(f"  of {c['scored']:,} scored pairs: pos_sim above the floor {c['pos_above_floor']:,}, neg_sim "
+    left = " left after --clean" if "cleaned_out" in c else ""
+    err(f"  of {c['scored']:,} scored pairs{left}: pos_sim above the floor {c['pos_above_floor']:,}, neg_sim "
         f"{c['neg_above_floor']:,}, both {c['both_above_floor']:,}, either {c['either_above_floor']:,}")
     if r.short and r.params["eps"] >= 2:  # the floor -1 lets every scored pair through: eps cannot help
         err(f"  note: the subset has {r.rows:,} rows, fewer than --size {r.size:,}: at eps 2 every scored pair is a "
@@ -131,6 +158,35 @@ def _summary(r) -> None:
             f"(raise --eps, at most 2, for more)")
     if r.replaced:
         err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
+    _strength_notes(r)
+
+
+def _strength_summary(r) -> None:
+    """A filter that reads no scores: how many rows, how many flipped, and of how many measured pairs."""
+    c, p = r.counts, r.params
+    rule = ", ".join(f"{k.replace('_', '-')} {v if isinstance(v, str | float | int) else ' '.join(v)}"
+                     for k, v in p.items() if k in ("drop_below", "drop_categories", "bottom"))
+    of = f" of {c['measured']:,} measured pref pairs" if "measured" in c else ""
+    flipped = f", {c['flipped']:,} flipped" if c.get("flipped") else ""
+    err(f"{r.name}: {r.rows:,} rows{of}{flipped} ({r.strategy}{', ' + rule if rule else ''}, {r.seconds:.2f} s)")
+    if r.replaced:
+        err(f"  replaced the earlier subset named {r.name} (its manifest stays in manifests/)")
+    _strength_notes(r)
+
+
+def _strength_notes(r) -> None:
+    c, p = r.counts, r.params
+    if "strength" in p:
+        err(f"  strength identity {p['strength']}")
+    if "clean" in p:
+        err(f"  --clean {p['clean']:g}: {c['cleaned_out']:,} of the weakest pairs were left out of the candidates")
+    if "flip" in p:
+        err(f"  --flip {p['flip']:g}: {c['flipped']:,} picked row(s) flipped")
+    if c.get("unmeasured"):
+        what = ("--clean and --flip treat them as not weak" if r.reads_scores else
+                f"{r.strategy} leaves them out")
+        err(f"  note: {c['unmeasured']:,} pref pairs have no strength under this identity: {what} (run `curate "
+            "strength` again to measure them)")
 
 
 @click.command()
@@ -174,7 +230,8 @@ def explain(pair_id, subset, workspace, as_json, quiet):
         return
     from ..display import line, print_table
 
-    print_table(["key", "value"], [(k, v) for k, v in out.items() if k not in ("picks", "reason", "warning")],
+    print_table(["key", "value"], [(k, v) for k, v in out.items()
+                                   if k not in ("picks", "reason", "warning") and v is not None],
                 header=False, styles={0: "bold"})
     line(f"{'IN' if out['selected'] else 'OUT'}: {out['reason']}")
     if out.get("warning") and not quiet:

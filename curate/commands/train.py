@@ -29,6 +29,7 @@ def rm(as_json, **values):
       curate train rm --base checkpoints/sft --subset frft-split-even-it1 --output checkpoints/rm-it1
       curate train rm --base checkpoints/rm-it1 --data datasets_out/frft-split-even-it2 -o checkpoints/rm-it2
       curate train rm --base smollm2-135m --subset frft-positive-it1 -o checkpoints/rm-smol
+      curate train rm --base checkpoints/sft --subset flip --margin strength --smooth-incorrect 0.1 -o rm-flip
     """
     from ..train.rm import train_rm
 

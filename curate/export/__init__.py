@@ -6,8 +6,10 @@
 
 One row per row of `subset_pairs`, in rank order, joined to `pairs`: `prompt`, `chosen`, `rejected` (TRL's
 standard preference format with an explicit prompt: `prompt + chosen` is the chosen transcript), then
-`pair_id`, `rank`, `score`, `picked_by` and the similarities the filter ranked by (`pos_sim`, `neg_sim`).
-A split-even subset may hold a pair twice (picked by both halves, as in the paper): both rows are kept.
+`pair_id`, `rank`, `score`, `picked_by`, the similarities the filter ranked by (`pos_sim`, `neg_sim`) and
+`flipped`: a flipped row (flip, --flip) is written with chosen and rejected swapped, so a trainer reading the
+file learns the flipped label. A split-even subset may hold a pair twice (picked by both halves, as in the
+paper): both rows are kept. `margin="strength"` adds TRL's `margin` column from the `strength` table.
 
 Formats: `folder` (default) is a Hub dataset folder that `datasets.load_dataset(folder)` loads
 (`data/train-00000-of-00001.parquet`, a `README.md` dataset card, `curate_provenance.json`); `parquet` is
@@ -103,12 +105,16 @@ def export_subset(
     force: bool = False,
     *,
     repo_id: str | None = None,
-    margin: "pl.DataFrame | None" = None,
+    margin: "pl.DataFrame | str | None" = None,
+    margin_scale: float = 1.0,
+    strength: str | None = None,
 ) -> ExportResult:
     """Write the subset named `subset` (or its subset_id) as a folder, a Parquet file or a JSONL file.
 
-    repo_id only goes into the dataset card's loading snippets. margin, a frame of `pair_id` and `margin`,
-    adds the margin column (no values are made up: without it there is no such column).
+    repo_id only goes into the dataset card's loading snippets. margin adds the margin column: "strength" for
+    max(mean, 0) * margin_scale from the strength identity `strength` (default: the latest), the mean taken in
+    each row's orientation (a flipped row's is -mean); or a frame of `pair_id` and `margin` (no values are made
+    up: without a margin there is no such column).
     """
     t0 = time.perf_counter()
     if fmt not in FORMATS:
@@ -119,8 +125,14 @@ def export_subset(
         params = json.loads(row["params"] or "{}")
         raise CurateError(EMPTY_FIX.format(name=row["name"], strategy=row["strategy"],
                                            bigger=_bigger_eps(params.get("eps")), iteration=row["iteration"]))
+    margin_record = None
+    if isinstance(margin, str):
+        margin, margin_record = _strength_margin(ws, table, margin, margin_scale, strength)
+    elif strength is not None:
+        raise CurateError("--strength picks the strength rows of --margin strength: give --margin strength too.")
     if margin is not None:
         table = _with_margin(table, margin)
+        margin_record = margin_record or {"source": "frame"}
     target = Path(to) if to is not None else default_target(row["name"], fmt)
     sidecar = target.with_name(target.name + ".provenance.json") if fmt == "jsonl" else None
     finals = [target] if sidecar is None else [target, sidecar]
@@ -129,6 +141,8 @@ def export_subset(
         raise _already_there(existing[0])
 
     prov = provenance(ws, row, table, sources, fmt)
+    if margin_record:
+        prov["margin"] = margin_record
     target.parent.mkdir(parents=True, exist_ok=True)
     # One staging for every format rather than staged_dir/staged_file: a JSONL export is two files that go
     # into place together, and staged_file would replace an existing file even without force.
@@ -190,14 +204,34 @@ def _conform(table: "pa.Table", with_margin: bool = False) -> "pa.Table":
     return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
+def _strength_margin(ws: Workspace, table: "pa.Table", source: str, scale: float,
+                     strength: str | None) -> tuple["pl.DataFrame", dict]:
+    """(pair_id, flipped, margin) from the strength table, and its record for the provenance."""
+    import polars as pl
+
+    from ..strength_rows import check_scale, margins, oriented_means
+
+    if source != "strength":
+        raise CurateError(f"margin {source!r}: the one named source is 'strength' (or pass a pair_id, margin frame).")
+    check_scale(scale)
+    ids, flipped = table.column("pair_id").to_pylist(), table.column("flipped").to_pylist()
+    means, chosen = oriented_means(ws, ids, flipped, strength)
+    frame = pl.DataFrame({"pair_id": ids, "flipped": flipped, MARGIN_COLUMN: margins(means, scale)})
+    return frame, {"source": "strength", "identity": chosen.identity, "strength": chosen.record(), "scale": scale,
+                   "formula": "max(mean, 0) * scale; a flipped row's mean is -mean (Secrets of RLHF II, eq. 6, "
+                              "as TRL's d = r_chosen - r_rejected - margin)"}
+
+
 def _with_margin(table: "pa.Table", margin: "pl.DataFrame") -> "pa.Table":
-    """Add the margin column from a (pair_id, margin) frame; every exported pair needs one."""
+    """Add the margin column from a (pair_id[, flipped], margin) frame; every exported row needs one."""
     import polars as pl
 
     if not {"pair_id", MARGIN_COLUMN} <= set(margin.columns):
         raise CurateError(f"margin must have columns pair_id and {MARGIN_COLUMN}; it has {', '.join(margin.columns)}.")
-    m = margin.select(pl.col("pair_id").cast(pl.String), pl.col(MARGIN_COLUMN).cast(pl.Float64)).unique("pair_id")
-    df = pl.from_arrow(table).join(m, on="pair_id", how="left", maintain_order="left")
+    on = ["pair_id", "flipped"] if "flipped" in margin.columns else ["pair_id"]  # a row's margin follows its label
+    keys = [pl.col("pair_id").cast(pl.String)] + ([pl.col("flipped").cast(pl.Boolean)] if len(on) > 1 else [])
+    m = margin.select(*keys, pl.col(MARGIN_COLUMN).cast(pl.Float64)).unique(on)
+    df = pl.from_arrow(table).join(m, on=on, how="left", maintain_order="left")
     missing = df.filter(pl.col(MARGIN_COLUMN).is_null())
     if missing.height:
         raise CurateError(f"margin has no value for {missing['pair_id'].n_unique():,} pair(s) of the subset "

@@ -81,9 +81,11 @@ def dataset_card(prov: dict, table: "pa.Table", *, repo_id: str | None = None) -
     where = repo_id or f"path/to/{name}"
     lines = ["---", to_yaml(card_metadata(prov, table)), "---", "", f"# {name}", ""]
     paper = f" ({s['paper']})" if s.get("paper") else ""
+    scored = "floor" in p  # an FRFT filter over an iteration's scores (clean and flip read strength instead)
     lines += [
-        f"Preference pairs picked by curate with the FRFT filter `{s['strategy']}`{paper} "
-        f"from iteration {s['iteration']} of branch `{s['branch']}`: **{prov['rows']:,} rows** "
+        f"Preference pairs picked by curate with the {'FRFT ' if scored else ''}filter `{s['strategy']}`{paper} "
+        + (f"from iteration {s['iteration']} of branch `{s['branch']}`" if scored else "")
+        + f": **{prov['rows']:,} rows** "
         f"({prov['distinct_pairs']:,} distinct pairs)"
         + (f" out of {counts['scored']:,} scored pairs" if "scored" in counts else "") + ".",
         "",
@@ -97,6 +99,13 @@ def dataset_card(prov: dict, table: "pa.Table", *, repo_id: str | None = None) -
             f"**{prov['picked_twice']:,} pair(s) appear twice**: picked by both halves of the filter (`picked_by` "
             "`pos` and `neg`). The FRFT paper keeps both copies (section 5.3, Part 2), and so does this export; "
             "drop duplicates on `pair_id` if you want each pair once.",
+            "",
+        ]
+    if prov.get("flipped_rows"):
+        lines += [
+            f"**{prov['flipped_rows']:,} row(s) are flipped** (`flipped` true): their preference strength is among "
+            "the weakest, so `chosen` and `rejected` are written swapped from the source's label (Secrets of RLHF "
+            "II, section 2.4.1).",
             "",
         ]
     lines += ["## Columns", "", "| column | type | meaning |", "|---|---|---|"]
@@ -131,6 +140,9 @@ def dataset_card(prov: dict, table: "pa.Table", *, repo_id: str | None = None) -
         ("rows", f"{prov['rows']:,} ({prov['distinct_pairs']:,} distinct pairs, {prov['picked_twice']:,} picked "
                  f"twice; picked by: {picked})"),
         ("scored pairs", f"{counts['scored']:,}; above the floor: {floor_counts}" if "scored" in counts else None),
+        ("preference strength", _strength_desc(p)),
+        ("margin", f"max(mean, 0) * {prov['margin']['scale']:g} from strength identity `{prov['margin']['identity']}`"
+         if (prov.get("margin") or {}).get("source") == "strength" else None),
         ("filter SQL", f"`{prov['filter_sql'].get('file') or '?'}`, sha256 `{prov['filter_sql']['sha256']}`"),
         ("subset created", s.get("created_at")),
         ("exported", prov["exported_at"]),
@@ -170,6 +182,15 @@ def dataset_card(prov: dict, table: "pa.Table", *, repo_id: str | None = None) -
         "trainer.train()", "```", "",
     ]
     return "\n".join(lines)
+
+
+def _strength_desc(p: dict) -> str | None:
+    """The strength identity a subset was cut with and its fractions (clean, flip, --clean, --flip)."""
+    if not p.get("strength"):
+        return None
+    keys = ("drop_below", "drop_categories", "bottom", "clean", "flip")
+    rules = [f"{k.replace('_', '-')} {_cell(p[k])}" for k in keys if p.get(k) is not None]
+    return f"identity `{p['strength']}`" + (f"; {', '.join(rules)}" if rules else "")
 
 
 # -- the license ----------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ def provenance(ws: Workspace, row: dict, table: "pa.Table", sources: list[dict],
         "rows": table.num_rows,
         "distinct_pairs": distinct,
         "picked_twice": table.num_rows - distinct,
+        "flipped_rows": int(pc.sum(table.column("flipped")).as_py() or 0),  # written with chosen and rejected swapped
         "picked_by": {d["values"]: d["counts"] for d in sorted(picked_by, key=lambda d: str(d["values"]))},
         "columns": table.schema.names,
         "sources": ingest_sources,

@@ -11,8 +11,8 @@ CARD_FILE = "README.md"
 PROVENANCE_FILE = "curate_provenance.json"
 PROVENANCE_KEY = b"curate_provenance"  # parquet schema metadata key
 PROVENANCE_FORMAT = "curate-export/1"
-# Preference strength is a later issue: when a source for it exists, pass `margin` (pair_id -> margin) and the
-# export gains this column, which RewardTrainer reads as the margin of its loss (trl.RewardTrainer.compute_loss).
+# With a margin (`curate export --margin strength`: max(mean strength, 0) * scale, or a pair_id -> margin frame)
+# the export gains this column, which RewardTrainer reads as the margin of its loss (trl.RewardTrainer.compute_loss).
 MARGIN_COLUMN = "margin"
 
 # (name, arrow type, dataset card dtype, meaning), in the order the files hold them
@@ -28,5 +28,9 @@ COLUMNS = (
      "cos(E(chosen), E(policy generation)), aggregated over samples as the filter did"),
     ("neg_sim", "float64", "float64",
      "cos(E(rejected), E(policy generation)), aggregated over samples as the filter did"),
+    ("flipped", "bool", "bool", "chosen and rejected are swapped from the source's label (flip strategy or --flip; "
+     "Secrets of RLHF II, section 2.4.1)"),
 )
-MARGIN_SPEC = (MARGIN_COLUMN, "float64", "float64", "preference strength, used by RewardTrainer as the loss margin")
+MARGIN_SPEC = (MARGIN_COLUMN, "float64", "float64",
+               "preference strength (max(mean, 0) * scale with --margin strength), used by RewardTrainer as the loss "
+               "margin: d = r_chosen - r_rejected - margin")

@@ -85,7 +85,7 @@ def strength_report(ws: Workspace, identity: str | None = None) -> StrengthRepor
     """The report of one identity: `identity` exact or a unique prefix; None, the newest (curate.strength_rows)."""
     ws.require()
     with ws.connect() as con:
-        chosen = pick_identity(con, identity)
+        chosen = pick_identity(con, identity).identity
         n_identities = con.execute("select count(distinct identity) from strength").fetchall()[0][0]
         meta = query_frame(con, SUMMARY_SQL, {"identity": chosen}).row(0, named=True)
         rows = query_frame(con, ROWS_SQL, {"identity": chosen})

@@ -209,12 +209,12 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
                   "score, filter); pick another name.")
     if cfg.run.alpha < 1:
         raise bad("[run] alpha", f"must be at least 1 (FRFT iterations); got {cfg.run.alpha}.")
+    valid = strategies.branch_strategies()  # clean and flip read `strength`, which a run does not compute
     if not cfg.run.strategies:
-        raise bad("[run] strategies", f"is empty: list one or more of {', '.join(strategies.names())}.")
+        raise bad("[run] strategies", f"is empty: list one or more of {', '.join(valid)}.")
     for s in cfg.run.strategies:
-        if s not in strategies.REGISTRY:
-            raise bad("[run] strategies", f"has {s!r}{_suggest(s, strategies.names())}; valid: "
-                      f"{', '.join(strategies.names())}.")
+        if s not in valid:
+            raise bad("[run] strategies", f"has {s!r}{_suggest(s, valid)}; valid: {', '.join(valid)}.")
     if len(set(cfg.run.strategies)) != len(cfg.run.strategies):
         raise bad("[run] strategies", "lists a strategy twice (each strategy is one branch).")
     if cfg.run.baseline and cfg.run.baseline not in strategies.baselines():

@@ -3,11 +3,13 @@
     from curate.train.data import load_preferences, load_sft, load_eval_pairs
     prefs = load_preferences(workspace="workspace", subset="frft-split-even-it1")   # a curate subset
     prefs = load_preferences(data="datasets_out/frft-split-even-it1")               # an exported folder
-    prefs.dataset        # datasets.Dataset: prompt, chosen, rejected (+ margin, pair_id when present)
+    prefs.dataset        # datasets.Dataset: prompt, chosen, rejected (+ margin, pair_id, flipped when present)
     prefs.source         # what was read, with the subset id and its filter manifest's sha256
 
 Every row is TRL's standard preference format with an explicit prompt (`prompt + chosen` is the chosen
-transcript), which is what `curate export` writes and `trl.RewardTrainer` reads.
+transcript), which is what `curate export` writes and `trl.RewardTrainer` reads. A flipped row of a subset
+(flip, --flip) comes with chosen and rejected swapped, as `curate export` writes it, so both routes train on
+the same labels. `with_strength` adds the columns --margin strength and --smooth-incorrect train with.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     import datasets
 
 REQUIRED = ("prompt", "chosen", "rejected")
-OPTIONAL = ("margin", "pair_id")
+OPTIONAL = ("margin", "pair_id", "flipped")
 
 EMPTY_SUBSET_FIX = (
     "Subset {name!r} (subset_id {subset_id}) has 0 rows: there is nothing to train on. Make a bigger one with a "
@@ -124,6 +126,33 @@ def _from_path(path: Path) -> Rows:
         data_files = sorted((path / "data").glob("*.parquet"))
         source["data_sha256"] = {f.name: sha256_file(f) for f in data_files}
     return Rows(ds, source)
+
+
+def with_strength(rows: Rows, workspace, identity: str | None, margin_scale: float | None = None,
+                  smooth_incorrect: float = 0.0) -> tuple["datasets.Dataset", dict]:
+    """The rows with a `margin` column (max(mean, 0) * margin_scale; Secrets of RLHF II, eq. 6) and/or a
+    `smoothing` column (smooth_incorrect where the mean is below 0, else 0; eq. 5 on the incorrect pairs only,
+    section 2.5), from one strength identity of the workspace, each mean in the row's orientation (a flipped
+    row's is -mean); and a record of what was used."""
+    from ..strength_rows import check_scale, margins, oriented_means
+
+    ds = rows.dataset
+    if "pair_id" not in ds.column_names:
+        raise CurateError("--margin strength and --smooth-incorrect look each row up in the `strength` table by "
+                          "pair_id, and this data has no pair_id column: train on a --subset, or on an export of one.")
+    flipped = list(ds["flipped"]) if "flipped" in ds.column_names else None
+    means, chosen = oriented_means(Workspace(workspace).require(), list(ds["pair_id"]), flipped, identity)
+    record: dict[str, Any] = {"identity": chosen.identity, "strength": chosen.record()}
+    if margin_scale is not None:
+        check_scale(margin_scale)
+        if "margin" in ds.column_names:
+            ds = ds.remove_columns("margin")
+        ds = ds.add_column("margin", margins(means, margin_scale))
+        record["margin"] = {"scale": margin_scale, "formula": "max(mean, 0) * scale"}
+    if smooth_incorrect:
+        ds = ds.add_column("smoothing", [smooth_incorrect if m < 0 else 0.0 for m in means])
+        record["smooth_incorrect"] = {"alpha": smooth_incorrect, "rows": sum(m < 0 for m in means)}
+    return ds, record
 
 
 def _query_rows(workspace, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple], Path]:

@@ -12,6 +12,10 @@ Bradley-Terry loss with an optional per-row margin (TRL reads the `margin` colum
 
     loss = -(1 - a) log sigma(d) - a log sigma(-d),   d = r_chosen - r_rejected - margin
 
+a is one value for every row (--label-smoothing), or per row with --smooth-incorrect (a on the pairs whose mean
+strength is below 0, 0 on the others: Secrets of RLHF II, section 2.5, "Soft Label + Margin"); --margin strength
+takes the margin from the workspace's strength table (max(mean, 0) * --margin-scale, eq. 6).
+
 Rows are tokenized here, as RewardTrainer would (prompt + response + eos), so that rows longer than
 max_length are counted before training instead of being filtered out silently by RewardTrainer:
 `long_rows="drop"` (default, RewardTrainer's own behaviour) drops them and reports how many;
@@ -42,6 +46,7 @@ from .checkpoint import (
 )
 
 LONG_ROWS = ("drop", "truncate")
+MARGINS = ("data", "strength", "none")
 
 
 @dataclass
@@ -63,10 +68,17 @@ class RMConfig:
                               paper="TRL RewardConfig's default")
     long_rows: str = setting("drop", "Rows over --max-length: drop them (counted and reported) or cut the prompt "
                              "from the left.", choices=LONG_ROWS)
-    use_margin: bool = setting(True, "Use the data's `margin` column as the loss margin when it has one.",
-                               flag="--margin/--no-margin")
-    label_smoothing: float = setting(0.0, "a in -(1-a) log sigma(d) - a log sigma(-d) (0: plain Bradley-Terry).",
-                                     paper="Secrets of RLHF part II, section 2.4")
+    margin: str = setting("data", "Loss margin: the data's `margin` column when it has one (data), max(mean "
+                          "strength, 0) * --margin-scale from the workspace's `strength` table (strength), or none.",
+                          choices=MARGINS, paper="Secrets of RLHF part II, section 2.4.2, eq. 6")
+    margin_scale: float = setting(1.0, "With --margin strength: the margin is max(mean, 0) times this.")
+    label_smoothing: float = setting(0.0, "a in -(1-a) log sigma(d) - a log sigma(-d) on every row (0: plain "
+                                     "Bradley-Terry).", paper="Secrets of RLHF part II, section 2.4.1, eq. 5")
+    smooth_incorrect: float = setting(0.0, "Label smoothing a on the incorrect pairs only (mean strength < 0, in the "
+                                      "orientation trained); a = 0 on the others.",
+                                      paper="Secrets of RLHF part II, section 2.5: Soft Label + Margin")
+    strength: str | None = setting(None, "Strength identity of --margin strength and --smooth-incorrect (or a unique "
+                                   "prefix; default: the latest computed).", metavar="ID")
     center_rewards_coefficient: float | None = setting(None, "Weight of TRL's reward-centering term "
                                                        "(mean (r_chosen + r_rejected)^2); none by default.")
     seed: int = setting(0, "Seed of the head's init and the shuffling.", toml=False)
@@ -102,7 +114,8 @@ def _trainer_class():
 
         TRL's loss is -log sigma(d) (with the margin in d). Since log sigma(d) - log sigma(-d) = d, the smoothed
         loss -(1-a) log sigma(d) - a log sigma(-d) is TRL's loss + a * d: we add that term and keep TRL's margin,
-        centering and metrics as they are.
+        centering and metrics as they are. a is the batch's `smoothing` column (one a per row, from
+        --smooth-incorrect) when it has one, else the global label_smoothing.
         """
 
         def __init__(self, *args, label_smoothing: float = 0.0, **kwargs):
@@ -111,18 +124,48 @@ def _trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             margin = inputs.get("margin")
+            smoothing = inputs.pop("smoothing", None)  # per-row a: the loss's, not an input of the model
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
-            if self.label_smoothing:
+            if smoothing is not None or self.label_smoothing:
                 # the collator puts the chosen rows first, then the rejected ones (DataCollatorForPreference)
                 rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
                 d = rewards_chosen - rewards_rejected
                 if margin is not None:
                     d = d - margin.to(d.dtype)
-                loss = loss + self.label_smoothing * d.mean()
+                a = self.label_smoothing if smoothing is None else smoothing.to(d.device, d.dtype)
+                loss = loss + (a * d).mean()  # the mean of the per-row losses, as TRL's is
             return (loss, outputs) if return_outputs else loss
 
     return CurateRewardTrainer
+
+
+def _collator_class():
+    """TRL's DataCollatorForPreference plus the per-row `smoothing` column, which it would leave out."""
+    import torch
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    class SmoothingCollator(DataCollatorForPreference):
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            if "smoothing" in examples[0]:
+                out["smoothing"] = torch.tensor([ex["smoothing"] for ex in examples], dtype=torch.float)
+            return out
+
+    return SmoothingCollator
+
+
+def make_trainer(model, tokenizer, train_ds, args, label_smoothing: float = 0.0):
+    """CurateRewardTrainer over a dataset tokenize_rows made, with the collator that carries `smoothing`.
+
+    RewardTrainer keeps only its signature columns (chosen_ids, rejected_ids, margin) when remove_unused_columns
+    is on, which would drop `smoothing` before the collator sees it; tokenize_rows' dataset holds nothing else,
+    so curate turns that pruning off instead of overriding the Trainer's private column bookkeeping.
+    """
+    args.remove_unused_columns = False
+    collator = _collator_class()(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of)
+    return _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                            data_collator=collator, label_smoothing=label_smoothing)
 
 
 def length_grouped(dataset, batch_size: int, seed: int):
@@ -138,15 +181,19 @@ def length_grouped(dataset, batch_size: int, seed: int):
 
 def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "drop", use_margin: bool = True):
     """Tokenize as RewardTrainer does (prompt + response + eos); returns (dataset with chosen_ids/rejected_ids
-    [/margin], counts). Long rows are dropped or prompt-truncated here and counted, never lost silently."""
+    [/margin][/smoothing], counts). Long rows are dropped or prompt-truncated here and counted, never lost
+    silently."""
     from .reward import token_ids
 
     if long_rows not in LONG_ROWS:
         raise CurateError(f"long_rows must be one of {', '.join(LONG_ROWS)}, not {long_rows!r}.")
     has_margin = use_margin and "margin" in dataset.column_names
+    has_smoothing = "smoothing" in dataset.column_names
     out: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
     if has_margin:
         out["margin"] = []
+    if has_smoothing:
+        out["smoothing"] = []
     dropped_ids: list[str] = []
     counts = {"rows": len(dataset), "dropped_long": 0, "truncated": 0, "margin_column": has_margin}
     for i, ex in enumerate(dataset):
@@ -166,6 +213,8 @@ def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "
         out["rejected_ids"].append(ids[1])
         if has_margin:
             out["margin"].append(float(ex["margin"] or 0.0))
+        if has_smoothing:
+            out["smoothing"].append(float(ex["smoothing"]))
     counts["dropped_examples"] = dropped_ids[:10]
     import datasets
 
@@ -181,7 +230,7 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     t0 = time.perf_counter()
     from ..models import resolve_model
     from ..workspace import utcnow
-    from .data import load_preferences
+    from .data import load_preferences, with_strength
     from .reward import load_reward_model
 
     messages = Messages(config.quiet)
@@ -192,11 +241,31 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
         raise CurateError("--base is required: the SFT checkpoint (or previous reward model) to start from.")
     if not 0 <= config.label_smoothing < 0.5:
         raise CurateError(f"--label-smoothing must be in [0, 0.5), not {config.label_smoothing}.")
+    if not 0 <= config.smooth_incorrect < 0.5:
+        raise CurateError(f"--smooth-incorrect must be in [0, 0.5) (0: off), not {config.smooth_incorrect}.")
+    if config.label_smoothing and config.smooth_incorrect:
+        raise CurateError("--label-smoothing smooths every row and --smooth-incorrect only the incorrect ones: give "
+                          "one of them.")
+    if config.margin not in MARGINS:
+        raise CurateError(f"--margin must be one of {', '.join(MARGINS)}, not {config.margin!r}.")
+    if config.margin_scale != 1.0 and config.margin != "strength":
+        raise CurateError("--margin-scale applies to --margin strength (the margin is max(mean, 0) times it).")
+    if config.strength is not None and config.margin != "strength" and not config.smooth_incorrect:
+        raise CurateError("--strength picks the strength rows of --margin strength and --smooth-incorrect: give one "
+                          "of them too.")
     output = check_output(config.output, config.overwrite)
     base = resolve_model(config.base, kind="rm-base")  # a folder, a Hub id or smollm2-135m
 
     # data
     rows = load_preferences(config.workspace, subset=config.subset, data=config.data)
+    strength = None
+    if config.margin == "strength" or config.smooth_incorrect:
+        rows.dataset, strength = with_strength(
+            rows, config.workspace, config.strength, config.margin_scale if config.margin == "strength" else None,
+            config.smooth_incorrect)
+        if "smooth_incorrect" in strength:
+            say(f"label smoothing {config.smooth_incorrect:g} on the {strength['smooth_incorrect']['rows']:,} "
+                f"incorrect rows (mean strength < 0) of {len(rows.dataset):,}")
 
     # model: seeded first, as --seed says: a causal-LM base gets a fresh reward head, drawn from torch's global RNG
     # (the Trainer seeds only once it is built; unseeded, the same run trained a different model each time)
@@ -207,10 +276,11 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     if pad_token_set:
         say(f"the tokenizer of {config.base} has no pad token: using its eos token {tokenizer.eos_token!r} as pad")
 
-    train_ds, counts = tokenize_rows(rows.dataset, tokenizer, config.max_length, config.long_rows, config.use_margin)
+    train_ds, counts = tokenize_rows(rows.dataset, tokenizer, config.max_length, config.long_rows,
+                                     config.margin != "none")
     if counts["dropped_long"]:
-        fix = ("a response alone is longer than that: a larger --max-length keeps them" if config.long_rows == "truncate"
-               else "use --long-rows truncate or a larger --max-length to keep them")
+        fix = ("a response alone is longer than that: a larger --max-length keeps them"
+               if config.long_rows == "truncate" else "use --long-rows truncate or a larger --max-length to keep them")
         say(f"{counts['dropped_long']:,} of {counts['rows']:,} rows are longer than max_length {config.max_length} "
             f"tokens and are left out (e.g. {', '.join(counts['dropped_examples'][:3])}); {fix}")
     if counts["truncated"]:
@@ -239,6 +309,7 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
             "kind": "reward_model",
             "loss": "bradley-terry: -(1-a) log sigma(d) - a log sigma(-d), d = r_chosen - r_rejected - margin",
             "data": rows.source,
+            "strength": strength,
             "subset": rows.source.get("subset"),
             "subset_id": rows.source.get("subset_id"),
             "manifest_sha256": rows.source.get("manifest_sha256"),
@@ -274,8 +345,7 @@ def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf1
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         train_sampling_strategy="sequential",  # the order length_grouped() made: batches of similar lengths
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                               label_smoothing=config.label_smoothing)
+    trainer = make_trainer(model, tokenizer, train_ds, args, label_smoothing=config.label_smoothing)
     show_progress(trainer, config.quiet, "reward model")
     for callback in callbacks or ():
         trainer.add_callback(callback)
