@@ -87,6 +87,26 @@ def byte_progress(quiet: bool) -> Iterator[Callable[[str, int | None], Callable[
 
 
 @contextlib.contextmanager
+def stage_progress(quiet: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Yields start(label, total) -> advance(n): one counted bar per stage of a step (embedding, fitting)."""
+    def columns():
+        from rich.progress import MofNCompleteColumn
+
+        return (MofNCompleteColumn(),)
+
+    with _bars(quiet, columns) as bar:
+        if bar is None:
+            yield lambda label, total: (lambda n: None)
+            return
+
+        def start(label: str, total: int):
+            task = bar.add_task(label, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield start
+
+
+@contextlib.contextmanager
 def counter(quiet: bool, what: str, unit: str,
             extra: Callable[[float, dict, dict], str] | None = None) -> Iterator[Callable[..., Callable[..., None]]]:
     """Yields start(total, done=0) -> advance(n, **measures): a bar with items/s and ETA; extra(seconds, sums of
