@@ -18,7 +18,7 @@ from .options import json_option, quiet_option, workspace_option
 @json_option
 @quiet_option
 def strength(workspace, as_json, quiet, **options):
-    """Measure how strongly each pref pair's label holds; store mean, std, percentile and category.
+    """How strongly each pref pair's label holds: mean, std, category.
 
     Out of fold by default: each pair is scored only by models that never saw its label. With --inject-flips F
     it flips F of the labels in a scratch copy and reports how well the detector finds them (stores nothing).
