@@ -200,14 +200,11 @@ class VllmBackend:
         # a server elsewhere: its device and dtype are its own
         self._probed, self._device, self._dtype = None, "remote", dtype
         if not url:  # found and asked now (seconds), so a resumed run's settings are checked before vLLM starts
-            from .vllm_server import find_python, probe, vllm_dtype
+            from .vllm_server import NO_VLLM, find_python, probe, vllm_dtype
 
             self.python = python or find_python()
             if self.python is None:
-                raise CurateError(
-                    "--backend vllm needs vLLM: set CURATE_VLLM_PYTHON (or --vllm-python) to a python that has it "
-                    "(`make vllm-env` builds .venv-vllm with vLLM's CPU build), install vllm here, or give --vllm-url "
-                    "of a running server; --backend transformers runs anywhere.")
+                raise CurateError(NO_VLLM)
             self._probed = probe(self.python)
             self._device = self._probed["device"]
             self._dtype = vllm_dtype(dtype, self._device)

@@ -43,6 +43,9 @@ from .fingerprint import cache_dir
 from .workspace import utcnow
 
 ENV = "CURATE_VLLM_PYTHON"
+NO_VLLM = (f"--backend vllm needs vLLM: set {ENV} (or --vllm-python) to a python that has it (`make vllm-env` "
+           "builds .venv-vllm with vLLM's CPU build), install vllm here, or give --vllm-url of a running server; "
+           "--backend transformers runs anywhere.")
 API_KEY_ENV = "VLLM_API_KEY"  # what `vllm serve --api-key` checks; curate's own servers need none
 START_TIMEOUT_S = 900.0  # the CPU build compiles the model at start: 80 s to several minutes on 2 cores
 KV_CACHE_GIB = 4  # the CPU build's KV cache (VLLM_CPU_KVCACHE_SPACE), unless the user set it: room for 32
@@ -119,9 +122,7 @@ class VllmServer:
         said already."""
         python = python or find_python()
         if python is None:
-            raise CurateError(f"--backend vllm needs vLLM: set {ENV} to a python that has it (`make vllm-env` builds "
-                              ".venv-vllm with vLLM's CPU build), install vllm here, or give --vllm-url of a running "
-                              "server; --backend transformers runs anywhere.")
+            raise CurateError(NO_VLLM)
         found = probed or probe(python)
         device = found["device"]
         dtype = vllm_dtype(dtype, device)
