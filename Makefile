@@ -74,6 +74,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_filter.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_judge.py
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'  # cleanlab, bench_strength's baseline
+	$(PY) benchmarks/bench_strength.py
 
 # The GPU benchmark (README: "GPU benchmark"): under 8 minutes on one H100/H200, with the Python that has vLLM and a
 # CUDA torch (installed from the wheelhouse), not .venv (its torch is the CPU build). BENCH_ARGS: e.g.
