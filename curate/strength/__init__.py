@@ -48,7 +48,7 @@ class StrengthSettings:
                               "(hides the label errors it looks for; for comparison).", flag="--in-sample")
     features: str = setting("default", "probe: the sentence-transformers model whose response vectors it reads "
                             "(those of `curate embed`; 'default' is the packaged all-MiniLM-L6-v2).")
-    l2: float = setting(3000.0, "probe: ridge penalty on each head, on features scaled to unit root mean square.")
+    l2: float = setting(ProbeSettings.l2, "probe: ridge penalty on each head, on features scaled to unit root mean square.")
     base: str | None = setting(None, "ensemble: the model each reward model starts from (an SFT checkpoint, "
                                "smollm2-135m, a Hub id).", metavar="MODEL")
     lr: float = setting(5e-6, "ensemble: learning rate.", paper="Secrets of RLHF II, appendix: lr 5e-6")
@@ -106,19 +106,26 @@ def compute_strength(ws: Workspace, settings: StrengthSettings,
     settings.check()
     ws.require()
     t0 = time.perf_counter()
-    x, pair_ids, features_id, counts = _inputs(ws, settings, progress)
+    pair_ids, features_id = _identity_inputs(ws, settings)
     identity = make_identity(settings, features_id, pair_ids)
     # the ensemble's finished models' scores, so an interrupted run resumes model by model
     cache = ws.root / "strength" / identity
+    if settings.inject_flips is None:
+        with ws.connect() as con:
+            stored = con.execute("select count(*) from strength where identity = $i",
+                                 {"i": identity}).fetchall()[0][0]
+        if stored == len(pair_ids):  # found before any vector is read: a rerun costs a query
+            return _reused(ws, identity, settings, features_id, {"pairs": len(pair_ids)}, t0)
+    x, loaded_ids, _, counts = _inputs(ws, settings, progress)
+    if loaded_ids != pair_ids:  # pairs ingested meanwhile (a concurrent ingest): measure what was loaded
+        pair_ids = loaded_ids
+        identity = make_identity(settings, features_id, pair_ids)
+        cache = ws.root / "strength" / identity
     if settings.inject_flips is not None:
         injected = inject_flips(x, settings, progress, cache.with_name(
             f"{identity}-flips{settings.inject_flips:g}-seed{settings.seed}"))
         return StrengthResult(identity, settings.method, features_id, len(pair_ids), False, injected=injected,
                               counts=counts, seconds=time.perf_counter() - t0)
-    with ws.connect() as con:
-        stored = con.execute("select count(*) from strength where identity = $i", {"i": identity}).fetchall()[0][0]
-    if stored == len(pair_ids):
-        return _reused(ws, identity, settings, features_id, counts, t0)
     d = _scores(x, settings, progress, cache=cache)
     mean, std = stats.moments(d)
     upper = stats.band(mean, settings.ambiguous)
@@ -168,6 +175,25 @@ def inject_flips(x, settings: StrengthSettings, progress=None, cache=None) -> di
             "auroc": stats.auroc(flipped, -mean), "average_precision": stats.average_precision(flipped, -mean),
             "precision_at_k": stats.precision_at_k(flipped, -mean), "k": k,
             "base_rate": k / n, "in_sample": settings.in_sample}
+
+
+def _identity_inputs(ws, settings) -> tuple[list[str], str]:
+    """The pref pairs' ids (in pair_id order, as the inputs are loaded) and the features' or base model's
+    identity: all the identity needs, without reading a vector or loading a model."""
+    with ws.connect() as con:
+        pair_ids = [r[0] for r in con.execute("select pair_id from pairs where role = 'pref' order by pair_id")
+                    .fetchall()]
+    if not pair_ids:
+        from .features import NO_PAIRS
+
+        raise CurateError(NO_PAIRS)
+    if settings.method == "probe":
+        from ..embedding import resolve
+
+        return pair_ids, resolve(settings.features).model_id
+    from .ensemble import base_identity
+
+    return pair_ids, base_identity(settings)
 
 
 def _inputs(ws, settings, progress):

@@ -26,18 +26,24 @@ import numpy as np
 
 from ..atomic import remove, staged_file
 from ..errors import CurateError
+from .features import NO_PAIRS
 from .probe import fold_of
 
 if TYPE_CHECKING:
     import polars as pl
 
 PAIRS_SQL = "select pair_id, prompt, chosen, rejected from pairs where role = 'pref' order by pair_id"
-NO_PAIRS = ("The workspace has no preference pairs (role 'pref'): ingest some with `curate ingest`, or lower "
-            "--sft-fraction so that some pairs are for preferences.")
 # rows longer than this are trained and scored with their prompt cut from the left, the same way in both, so no
 # pair is left out of training silently and every pair gets a score (RMConfig's own default length)
 MAX_LENGTH = 1024
 LONG_ROWS = "truncate"
+
+
+def base_identity(settings) -> str:
+    """The model_id of the base every reward model starts from (resolved as `curate train rm --base` does)."""
+    from ..models import resolve_model
+
+    return resolve_model(settings.base, kind="rm-base").model_id
 
 
 def pair_inputs(ws, settings) -> tuple["pl.DataFrame", list[str], str, dict]:

@@ -19,6 +19,8 @@ from ..workspace import Workspace, query_frame
 if TYPE_CHECKING:
     import polars as pl
 
+NO_PAIRS = ("The workspace has no preference pairs (role 'pref'): ingest some with `curate ingest`, or lower "
+            "--sft-fraction so that some pairs are for preferences.")
 VECTORS_SQL = """
 select p.pair_id, c.vector as vc, r.vector as vr
 from (select * from pairs where role = 'pref') p
@@ -52,8 +54,7 @@ def from_embeddings(ws: Workspace, model: str | None, *, embed_missing: bool = T
 
 def _difference(df: "pl.DataFrame", dim: int, model_id: str, embedded: int) -> Features:
     if df.height == 0:
-        raise CurateError("The workspace has no preference pairs (role 'pref'): ingest some with `curate ingest`, "
-                          "or lower --sft-fraction so that some pairs are for preferences.")
+        raise CurateError(NO_PAIRS)
     vc, vr = _matrix(df["vc"], dim), _matrix(df["vr"], dim)
     empty = int((df["vc"].is_null() | df["vr"].is_null()).sum())
     return Features(df["pair_id"].to_list(), vc - vr, model_id,

@@ -25,7 +25,9 @@ import numpy as np
 class ProbeSettings:
     models: int = 10  # M (the paper's 10)
     folds: int = 5  # K; 1 = in sample
-    l2: float = 10.0  # ridge penalty on w (scipy/sklearn's C = 1 / l2); chosen on the shared HH-RLHF file
+    # ridge penalty on w, on features scaled to unit root mean square (sklearn's C = 1 / l2): AUROC of planted 10%
+    # flips in the shared HH-RLHF file rose from 0.602 (l2 3) to 0.672 (3,000) and stayed there up to 100,000
+    l2: float = 3000.0
     seed: int = 0
 
 
