@@ -160,6 +160,7 @@ def test_identity_names_the_settings_and_the_pairs():
     assert make_identity(s, "all-MiniLM-L6-v2-abc", ["p2", "p1"]) == a  # the set, not the order
     assert make_identity(s, "all-MiniLM-L6-v2-abc", ["p1", "p3"]) != a
     assert make_identity(StrengthSettings(l2=1.0), "all-MiniLM-L6-v2-abc", ["p1", "p2"]) != a
+    assert make_identity(StrengthSettings(ambiguous=0.5), "all-MiniLM-L6-v2-abc", ["p1", "p2"]) != a
 
 
 @pytest.mark.parametrize("args, message", [

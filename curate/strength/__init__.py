@@ -145,9 +145,9 @@ def compute_strength(ws: Workspace, settings: StrengthSettings,
 
 def make_identity(settings: StrengthSettings, features_id: str, pair_ids: list[str]) -> str:
     """`<method>-<features>-M<m>-K<k>-<12 hex>`: readable where it can be, the hash covering every setting that
-    changes the scores (and the pairs measured, since the folds depend on them)."""
+    changes the stored rows (the categories' band too), and the pairs measured, since the folds depend on them."""
     keyed = {"method": settings.method, "features": features_id, "models": settings.models, "folds": settings.k,
-             "seed": settings.seed, "pairs": _digest(pair_ids)}
+             "seed": settings.seed, "pairs": _digest(pair_ids), "ambiguous": settings.ambiguous}
     if settings.method == "probe":
         keyed["l2"] = settings.l2
     else:
