@@ -183,3 +183,24 @@ def test_no_pref_pairs_is_a_clear_error(cli, tmp_path):
     cli("ingest", write_jsonl(tmp_path / "d.jsonl", rows), "-w", ws, "--sft-fraction", "1", "-q")
     with pytest.raises(CurateError, match="no preference pairs"):
         compute_strength(Workspace(ws), StrengthSettings())
+
+
+def test_lm_features_are_cached_by_text_and_model(cli, strength_ws, tmp_path):
+    """--features lm:MODEL: a causal LM's hidden states of prompt + response, computed once per (text, model)."""
+    from .conftest import tiny_lm
+
+    lm = tiny_lm(tmp_path / "tiny-lm")[0]
+    r = cli("strength", "-w", strength_ws, "--features", f"lm:{lm}", "--models", "2", "--folds", "2", "--json")
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    # 24 pairs, two transcripts each, all distinct
+    assert first["counts"]["representations_computed_now"] == 48 and first["features"].endswith("-meanh")
+    shards = list((strength_ws / "strength" / "representations" / first["features"]).glob("*.parquet"))
+    assert shards and not list((strength_ws / "strength" / "representations").rglob(".*.tmp"))
+    # other settings, same texts and model: a new identity, nothing computed again
+    r = cli("strength", "-w", strength_ws, "--features", f"lm:{lm}", "--models", "3", "--folds", "2", "--json")
+    second = json.loads(r.stdout)
+    assert second["identity"] != first["identity"] and second["counts"]["representations_computed_now"] == 0
+    assert query(strength_ws, "select features, count(*) from strength group by 1") == [(first["features"], 48)]
+    bad = cli("strength", "-w", strength_ws, "--features", "lm:/no/such/lm")
+    assert bad.exit_code != 0 and "/no/such/lm" in bad.stderr

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import CurateError
 from ..settings import setting
 from ..workspace import Workspace, new_id, utcnow
-from . import stats
+from . import lm_features, stats
 from .probe import ProbeSettings, cross_fit
 
 METHODS = ("probe", "ensemble")
@@ -47,7 +47,8 @@ class StrengthSettings:
     in_sample: bool = setting(False, "Score every pair with models fitted on all pairs, the paper's procedure "
                               "(hides the label errors it looks for; for comparison).", flag="--in-sample")
     features: str = setting("default", "probe: the sentence-transformers model whose response vectors it reads "
-                            "(those of `curate embed`; 'default' is the packaged all-MiniLM-L6-v2).")
+                            "(those of `curate embed`; 'default' is the packaged all-MiniLM-L6-v2), or lm:MODEL, a "
+                            "causal LM's hidden states of prompt + response (lm:smollm2-135m, lm:checkpoints/sft).")
     l2: float = setting(ProbeSettings.l2, "probe: ridge penalty on each head, on features scaled to unit root mean square.")
     base: str | None = setting(None, "ensemble: the model each reward model starts from (an SFT checkpoint, "
                                "smollm2-135m, a Hub id).", metavar="MODEL")
@@ -187,6 +188,9 @@ def _identity_inputs(ws, settings) -> tuple[list[str], str]:
         from .features import NO_PAIRS
 
         raise CurateError(NO_PAIRS)
+    if settings.method == "probe" and settings.features.startswith(lm_features.PREFIX):
+        ref = lm_features.resolve(settings.features[len(lm_features.PREFIX):])
+        return pair_ids, lm_features.representation_id(ref)
     if settings.method == "probe":
         from ..embedding import resolve
 
@@ -197,6 +201,9 @@ def _identity_inputs(ws, settings) -> tuple[list[str], str]:
 
 
 def _inputs(ws, settings, progress):
+    if settings.method == "probe" and settings.features.startswith(lm_features.PREFIX):
+        feats = lm_features.from_lm(ws, settings.features[len(lm_features.PREFIX):], progress)
+        return feats.x, feats.pair_ids, feats.identity, feats.counts
     if settings.method == "probe":
         from .features import from_embeddings
 
