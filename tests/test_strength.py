@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from curate.errors import CurateError
-from curate.strength import StrengthSettings, compute_strength, make_identity
-from curate.strength import stats
+from curate.strength import StrengthSettings, compute_strength, make_identity, stats
 from curate.strength.probe import ProbeSettings, cross_fit, fold_of
 from curate.workspace import Workspace
 

@@ -49,7 +49,8 @@ class StrengthSettings:
     features: str = setting("default", "probe: the sentence-transformers model whose response vectors it reads "
                             "(those of `curate embed`; 'default' is the packaged all-MiniLM-L6-v2), or lm:MODEL, a "
                             "causal LM's hidden states of prompt + response (lm:smollm2-135m, lm:checkpoints/sft).")
-    l2: float = setting(ProbeSettings.l2, "probe: ridge penalty on each head, on features scaled to unit root mean square.")
+    l2: float = setting(ProbeSettings.l2, "probe: ridge penalty on each head, on features scaled to unit root mean "
+                        "square.")
     base: str | None = setting(None, "ensemble: the model each reward model starts from (an SFT checkpoint, "
                                "smollm2-135m, a Hub id).", metavar="MODEL")
     lr: float = setting(5e-6, "ensemble: learning rate.", paper="Secrets of RLHF II, appendix: lr 5e-6")

@@ -25,7 +25,7 @@ from ..workspace import Workspace, new_id, query_frame
 from .features import NO_PAIRS, Features
 
 if TYPE_CHECKING:
-    import polars as pl
+    pass
 
 PREFIX = "lm:"
 MAX_TOKENS = 256  # what the measurement above used: HH-RLHF harmless transcripts average about 140 tokens
