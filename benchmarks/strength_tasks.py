@@ -62,13 +62,9 @@ def cleanlab_pipeline(workspace: str, c: str, seed: str = "0") -> int:
 
 def curate_cli(*args: str) -> dict:
     """`curate ARGS...` in this process (start-up included: _measure starts a fresh interpreter)."""
-    from curate.cli import main
+    from embed_tasks import curate_cli as run
 
-    try:
-        main(list(args), standalone_mode=False)
-    except SystemExit:
-        pass
-    return {}
+    return run(*args)
 
 
 def synth_workspace(root: Path, n: int, seed: int = 0) -> None:
