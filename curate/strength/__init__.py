@@ -243,7 +243,7 @@ def _store(ws, identity, settings, features_id, pair_ids, mean, std, cats) -> No
         "n_models": pl.Series([settings.models] * len(pair_ids), dtype=pl.Int32),
         "folds": pl.Series([settings.k] * len(pair_ids), dtype=pl.Int32),
         "mean": mean, "std": std, "percentile": stats.percentile(mean), "category": cats.tolist(),
-        "created_at": [utcnow_dt()] * len(pair_ids),
+        "created_at": [_now()] * len(pair_ids),
         "features": [features_id] * len(pair_ids),
     })
     with ws.lock("curate strength"), ws.transaction("curate strength") as tx:
@@ -265,7 +265,8 @@ def _digest(pair_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(pair_ids)).encode()).hexdigest()[:16]
 
 
-def utcnow_dt():
+def _now():
+    """UTC now without a zone: the `created_at` TIMESTAMP the other tables store."""
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).replace(tzinfo=None)
