@@ -180,9 +180,11 @@ def _is_causal_lm(config) -> bool:
 
 
 def _is_reward_model(config) -> bool:
-    """A sequence classifier with one label: what `curate train rm` saves (and most published reward models)."""
+    """A sequence classifier with one label: what `curate train rm` saves (and most published reward models); or
+    with AVA's two (a reward mean and log-scale per token, curate.train.ava), which its config.json declares."""
     architectures = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels == 1
+    ava = (getattr(config, "curate_reward", None) or {}).get("objective") == "ava" and config.num_labels == 2
+    return any(a.endswith("ForSequenceClassification") for a in architectures) and (config.num_labels == 1 or ava)
 
 
 # ---------------------------------------------------------------------------------------------- the Hub

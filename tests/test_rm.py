@@ -130,14 +130,15 @@ def trainer(base, tmp_path_factory):
     from trl import RewardConfig
 
     from curate.train.reward import load_reward_model
-    from curate.train.rm import _trainer_class, tokenize_rows
+    from curate.train.rm import tokenize_rows
+    from curate.train.rm_trainer import make_trainer
 
     model, tok, _ = load_reward_model(base)
     rows = datasets.Dataset.from_list([{"prompt": "question 1 ?", "chosen": " good", "rejected": " bad"}])
     ds, _ = tokenize_rows(rows, tok, 64)
     args = RewardConfig(output_dir=str(tmp_path_factory.mktemp("loss")), report_to="none", bf16=False,
                         activation_checkpointing=False, use_cpu=True)
-    return _trainer_class()(model=model, args=args, train_dataset=ds, processing_class=tok)
+    return make_trainer(model, tok, ds, args)
 
 
 def stub_model(logits):
@@ -154,7 +155,7 @@ def closed_form(rc, rr, margin, a):
                          ids=["margin", "label-smoothing", "both"])
 def test_loss_is_the_formula(trainer, margin, a):
     rc, rr = [1.5, -0.25, 0.75], [0.5, 0.5, -1.0]
-    trainer.label_smoothing = a
+    trainer.terms.label_smoothing = a
     inputs = {"input_ids": torch.zeros(6, 3, dtype=torch.long), "attention_mask": torch.ones(6, 3, dtype=torch.long),
               "margin": torch.tensor(margin)}
     loss = trainer.compute_loss(stub_model(rc + rr), inputs)
@@ -165,7 +166,7 @@ def test_loss_is_the_formula(trainer, margin, a):
 
 
 def test_loss_without_margin_column_is_plain_bradley_terry(trainer):
-    trainer.label_smoothing = 0.0
+    trainer.terms.label_smoothing = 0.0
     inputs = {"input_ids": torch.zeros(4, 2, dtype=torch.long), "attention_mask": torch.ones(4, 2, dtype=torch.long)}
     loss = trainer.compute_loss(stub_model([2.0, 0.0, 1.0, 1.0]), inputs)
     torch.testing.assert_close(loss, closed_form([2.0, 0.0], [1.0, 1.0], [0.0, 0.0], 0.0))
@@ -421,7 +422,7 @@ def test_strength_columns_follow_the_flipped_orientation(strength_ws):
 
 def test_per_row_smoothing_is_the_formula(trainer):
     rc, rr, margin, a = [1.5, -0.25, 0.75], [0.5, 0.5, -1.0], [0.5, 0.0, 1.0], [0.1, 0.0, 0.2]
-    trainer.label_smoothing = 0.0
+    trainer.terms.label_smoothing = 0.0
     inputs = {"input_ids": torch.zeros(6, 3, dtype=torch.long), "attention_mask": torch.ones(6, 3, dtype=torch.long),
               "margin": torch.tensor(margin), "smoothing": torch.tensor(a)}
     loss = trainer.compute_loss(stub_model(rc + rr), inputs)
@@ -438,7 +439,8 @@ def test_smoothing_and_margin_reach_the_loss_through_the_collator(base, strength
 
     from curate.train.data import load_preferences, with_strength
     from curate.train.reward import load_reward_model
-    from curate.train.rm import make_trainer, tokenize_rows
+    from curate.train.rm import tokenize_rows
+    from curate.train.rm_trainer import make_trainer
 
     rows = load_preferences(str(strength_ws.root), subset="flip")
     rows.dataset, _ = with_strength(rows, str(strength_ws.root), None, margin_scale=0.5, smooth_incorrect=0.1)

@@ -22,7 +22,10 @@ def train():
 @click_options(RMConfig)
 @json_option
 def rm(as_json, **values):
-    """Train a Bradley-Terry reward model on a subset (TRL RewardTrainer).
+    """Train a reward model on a subset: Bradley-Terry, contrastive, MetaRM or AVA.
+
+    The ranking loss (Bradley-Terry with margin and label smoothing, or AVA-p), plus an optional contrastive term
+    (SimCSE or SwAV), with an optional MetaRM meta step; curate/train/rm_trainer.py composes them.
 
     \b
     Examples:
@@ -30,6 +33,9 @@ def rm(as_json, **values):
       curate train rm --base checkpoints/rm-it1 --data datasets_out/frft-split-even-it2 -o checkpoints/rm-it2
       curate train rm --base smollm2-135m --subset frft-positive-it1 -o checkpoints/rm-smol
       curate train rm --base checkpoints/sft --subset flip --margin strength --smooth-incorrect 0.1 -o rm-flip
+      curate train rm --base checkpoints/sft --subset S -o rm-cl --contrastive simcse --contrastive-weight 1.0
+      curate train rm --base checkpoints/sft --subset S -o rm-meta --meta --shifted-generations it2
+      curate train rm --base checkpoints/sft --subset S -o rm-ava --objective ava   # then --reward-mode final|dense
     """
     from ..train.rm import train_rm
 

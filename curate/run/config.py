@@ -256,6 +256,17 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
         raise bad("[rm] label_smoothing", f"must be in [0, 0.5); got {cfg.rm.label_smoothing}.")
     if not 0 < cfg.generate.sample_fraction <= 1:
         raise bad("[generate] sample_fraction", f"must be in (0, 1]; got {cfg.generate.sample_fraction}.")
+    if cfg.rm.meta and cfg.generate.samples < 2:
+        raise bad("[rm] meta", "compares the policy's responses to one prompt (MetaRM, eq. 11), and the run samples "
+                  f"[generate] samples = {cfg.generate.samples} per prompt: set it to 2 or more.")
+    from dataclasses import replace
+
+    from ..train.rm_trainer import check_options
+
+    try:  # an objective's option without its objective; the run names the shifted generations itself
+        check_options(replace(cfg.rm, shifted_generations="the iteration's own" if cfg.rm.meta else None))
+    except CurateError as e:
+        raise bad("[rm] objective", f"settings: {e}") from None
 
 
 def load(path: str | os.PathLike) -> RunConfig:

@@ -144,7 +144,10 @@ class Steps:
         c = self.cfg.rm
         config = dataclasses.replace(c, base=str(self.at.rm_base(strategy, k)), output=str(self.at.rm_path(strategy, k)),
                                      subset=self.at.subset_name(strategy, k), workspace=str(self.ws.root), data=None,
-                                     seed=self.cfg.run.seed, overwrite=True, quiet=self.quiet)
+                                     seed=self.cfg.run.seed, overwrite=True, quiet=self.quiet,
+                                     # MetaRM's shifted samples: the policy's own, those this iteration's data came from
+                                     shifted_generations=f"{self.at.data_branch(strategy, k)}:"
+                                     f"{self.at.data_iteration(strategy, k)}" if c.meta else None)
         r = rm.train_rm(config)
         out = {"checkpoint": str(r.output), "subset": config.subset, "trained_rows": r.trained_rows,
                "dropped_long": r.dropped_long, "train_loss": r.metrics["train_loss"],

@@ -1,4 +1,4 @@
-"""Train a Bradley-Terry reward model on a curate subset with TRL's RewardTrainer.
+"""Train a reward model on a curate subset with TRL's RewardTrainer: Bradley-Terry, contrastive, MetaRM or AVA.
 
     python -m curate.train.rm --base checkpoints/sft --subset frft-split-even-it1 -w workspace -o checkpoints/rm-it1
     curate train rm --base checkpoints/sft --subset frft-split-even-it1 --output checkpoints/rm-it1
@@ -15,6 +15,11 @@ Bradley-Terry loss with an optional per-row margin (TRL reads the `margin` colum
 a is one value for every row (--label-smoothing), or per row with --smooth-incorrect (a on the pairs whose mean
 strength is below 0, 0 on the others: Secrets of RLHF II, section 2.5, "Soft Label + Margin"); --margin strength
 takes the margin from the workspace's strength table (max(mean, 0) * --margin-scale, eq. 6).
+
+The other objectives (issue #17) are composed by curate.train.rm_trainer from the losses of curate.train.objectives:
+--contrastive simcse|swav adds beta times a contrastive term between two dropout views (section 3.1), --meta takes a
+MetaRM meta step on the shifted policy's samples (--shifted-generations, section 3.2; curate.train.meta), and
+--objective ava trains AVA's per-token Gaussian reward instead of Bradley-Terry (curate.train.ava).
 
 Rows are tokenized here, as RewardTrainer would (prompt + response + eos), so that rows longer than
 max_length are counted before training instead of being filtered out silently by RewardTrainer:
@@ -44,9 +49,14 @@ from .checkpoint import (
     staged_output,
     write_record,
 )
+from .rm_trainer import build_terms, check_options, describe, make_trainer
 
 LONG_ROWS = ("drop", "truncate")
 MARGINS = ("data", "strength", "none")
+LOGGED = ("accuracy", "margin", "contrastive", "meta_difference", "ava_likelihood", "ava_kl", "ava_td", "ava_cer")
+OBJECTIVES = ("bt", "ava")
+CONTRASTIVE = ("none", "simcse", "swav")
+CONTRASTIVE_SAMPLES = ("pairs", "difference")  # curate.train.objectives.CONTRASTIVE_SAMPLES, without torch
 
 
 @dataclass
@@ -79,6 +89,44 @@ class RMConfig:
                                       paper="Secrets of RLHF part II, section 2.5: Soft Label + Margin")
     strength: str | None = setting(None, "Strength identity of --margin strength and --smooth-incorrect (or a unique "
                                    "prefix; default: the latest computed).", metavar="ID")
+    # the objective (Secrets of RLHF II, section 3; AVA); values no paper gives are marked "curate's choice"
+    objective: str = setting("bt", "The ranking loss: Bradley-Terry (bt) or AVA-p with its CER term (ava: a Gaussian "
+                             "reward per token; use the model with --reward-mode final|dense).", choices=OBJECTIVES,
+                             paper="AVA (ava-variational-bayesian-irl), eqs. 17-18")
+    contrastive: str = setting("none", "Add a contrastive term between two dropout views: simcse or swav.",
+                               choices=CONTRASTIVE, paper="Secrets of RLHF part II, section 3.1")
+    # beta of L_rm + beta L_cl: the paper gives no value; 1.0 is curate's choice (the issue's example)
+    contrastive_weight: float = setting(1.0, "beta in L_rm + beta * L_cl (the paper gives none: curate's choice).")
+    contrastive_on: str = setting("pairs", "Contrast the responses' representations (pairs) or the chosen - rejected "
+                                  "differences (difference).", choices=CONTRASTIVE_SAMPLES,
+                                  paper="Secrets of RLHF part II, section 3.1.1")
+    # SimCSE's own defaults (Gao et al. 2021): dropout 0.1, tau 0.05; SwAV's (Caron et al. 2020): tau 0.1
+    contrastive_dropout: float = setting(0.1, "Dropout rate of the two views (the augmentation).",
+                                         paper="SimCSE (Gao et al. 2021): p = 0.1")
+    contrastive_temperature: float | None = setting(None, "tau of eq. 9 / eq. 8 (default: 0.05 for simcse, 0.1 for "
+                                                    "swav, those papers' own).")
+    swav_prototypes: int = setting(32, "SwAV: number of prototypes K (curate's choice for batches of tens).")
+    swav_epsilon: float = setting(0.05, "SwAV: Sinkhorn's entropy epsilon.", paper="SwAV (Caron et al. 2020)")
+    swav_iterations: int = setting(3, "SwAV: Sinkhorn iterations.", paper="SwAV (Caron et al. 2020)")
+    meta: bool = setting(False, "MetaRM: a meta step on the shifted policy's samples before every update.",
+                         flag="--meta/--no-meta", paper="Secrets of RLHF part II, section 3.2, Algorithm 1")
+    shifted_generations: str | None = setting(None, "MetaRM's shifted samples: the generations of it<N> or "
+                                              "<branch>:it<N> (`curate run` uses the iteration's own).", toml=False,
+                                              metavar="SPEC")
+    # eta of eq. 12: the paper gives none; curate's choice is the reward model's learning rate
+    meta_lr: float = setting(9e-6, "eta of the meta step theta' = theta + eta dJ/dtheta (eq. 12; curate's choice).")
+    meta_samples: int = setting(4, "k: responses per prompt in J (eq. 11), at most (curate's choice).")
+    meta_batch_size: int = setting(2, "m: prompts per meta step (curate's choice).")
+    # AVA's weights: the paper's objective weighs its terms equally; lambda (TD) = 1 as in AVRIL's experiments
+    ava_kl_weight: float = setting(1.0, "AVA: weight of KL(q(r_t) || N(0, 1)).", paper="AVRIL / AVA eq. 4")
+    ava_td_weight: float = setting(1.0, "AVA: lambda, weight of the TD term log q(Q_t - gamma Q_t+1).",
+                                   paper="AVRIL / AVA eq. 4")
+    ava_negative_weight: float = setting(1.0, "AVA: weight of the rejected responses' log-likelihood (minimised).",
+                                         paper="AVA eq. 17")
+    ava_cer_weight: float = setting(1.0, "AVA: weight of CER, -log sigma(mu_T(chosen) - mu_T(rejected)).",
+                                    paper="AVA eq. 18")
+    ava_gamma: float = setting(1.0, "AVA: discount gamma of the TD error.")
+    ava_q_temperature: float = setting(1.0, "AVA: tau of Q = log softmax(z / tau) (eq. 12).")
     center_rewards_coefficient: float | None = setting(None, "Weight of TRL's reward-centering term "
                                                        "(mean (r_chosen + r_rejected)^2); none by default.")
     seed: int = setting(0, "Seed of the head's init and the shuffling.", toml=False)
@@ -104,70 +152,6 @@ class RMResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _trainer_class():
-    """CurateRewardTrainer, defined lazily so that importing this module does not import torch/trl."""
-    import torch
-    from trl import RewardTrainer
-
-    class CurateRewardTrainer(RewardTrainer):
-        """RewardTrainer plus label smoothing: only the loss term it changes.
-
-        TRL's loss is -log sigma(d) (with the margin in d). Since log sigma(d) - log sigma(-d) = d, the smoothed
-        loss -(1-a) log sigma(d) - a log sigma(-d) is TRL's loss + a * d: we add that term and keep TRL's margin,
-        centering and metrics as they are. a is the batch's `smoothing` column (one a per row, from
-        --smooth-incorrect) when it has one, else the global label_smoothing.
-        """
-
-        def __init__(self, *args, label_smoothing: float = 0.0, **kwargs):
-            self.label_smoothing = float(label_smoothing)
-            super().__init__(*args, **kwargs)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            margin = inputs.get("margin")
-            smoothing = inputs.pop("smoothing", None)  # per-row a: the loss's, not an input of the model
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
-            if smoothing is not None or self.label_smoothing:
-                # the collator puts the chosen rows first, then the rejected ones (DataCollatorForPreference)
-                rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
-                d = rewards_chosen - rewards_rejected
-                if margin is not None:
-                    d = d - margin.to(d.dtype)
-                a = self.label_smoothing if smoothing is None else smoothing.to(d.device, d.dtype)
-                loss = loss + (a * d).mean()  # the mean of the per-row losses, as TRL's is
-            return (loss, outputs) if return_outputs else loss
-
-    return CurateRewardTrainer
-
-
-def _collator_class():
-    """TRL's DataCollatorForPreference plus the per-row `smoothing` column, which it would leave out."""
-    import torch
-    from trl.trainer.reward_trainer import DataCollatorForPreference
-
-    class SmoothingCollator(DataCollatorForPreference):
-        def torch_call(self, examples):
-            out = super().torch_call(examples)
-            if "smoothing" in examples[0]:
-                out["smoothing"] = torch.tensor([ex["smoothing"] for ex in examples], dtype=torch.float)
-            return out
-
-    return SmoothingCollator
-
-
-def make_trainer(model, tokenizer, train_ds, args, label_smoothing: float = 0.0):
-    """CurateRewardTrainer over a dataset tokenize_rows made, with the collator that carries `smoothing`.
-
-    RewardTrainer keeps only its signature columns (chosen_ids, rejected_ids, margin) when remove_unused_columns
-    is on, which would drop `smoothing` before the collator sees it; tokenize_rows' dataset holds nothing else,
-    so curate turns that pruning off instead of overriding the Trainer's private column bookkeeping.
-    """
-    args.remove_unused_columns = False
-    collator = _collator_class()(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of)
-    return _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                            data_collator=collator, label_smoothing=label_smoothing)
-
-
 def length_grouped(dataset, batch_size: int, seed: int):
     """Rows ordered so each batch holds rows of similar length (less padding), batches in a seeded random order."""
     import random
@@ -179,10 +163,11 @@ def length_grouped(dataset, batch_size: int, seed: int):
     return dataset.select([i for b in batches for i in b])
 
 
-def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "drop", use_margin: bool = True):
+def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "drop", use_margin: bool = True,
+                  prompt_len: bool = False):
     """Tokenize as RewardTrainer does (prompt + response + eos); returns (dataset with chosen_ids/rejected_ids
-    [/margin][/smoothing], counts). Long rows are dropped or prompt-truncated here and counted, never lost
-    silently."""
+    [/margin][/smoothing][/prompt_len], counts). Long rows are dropped or prompt-truncated here and counted, never
+    lost silently. prompt_len (AVA's per-token terms need it): the prompt's tokens in each of the two sequences."""
     from .reward import token_ids
 
     if long_rows not in LONG_ROWS:
@@ -194,10 +179,13 @@ def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "
         out["margin"] = []
     if has_smoothing:
         out["smoothing"] = []
+    if prompt_len:
+        out["prompt_len"] = []
     dropped_ids: list[str] = []
     counts = {"rows": len(dataset), "dropped_long": 0, "truncated": 0, "margin_column": has_margin}
     for i, ex in enumerate(dataset):
         ids = [token_ids(tokenizer, ex["prompt"], resp, None) for resp in (ex["chosen"], ex["rejected"])]
+        full = [len(x) for x in ids]
         fits = max_length is None or max(len(x) for x in ids) <= max_length
         if not fits and long_rows == "truncate":
             n_prompt = len(tokenizer(ex["prompt"])["input_ids"])
@@ -215,6 +203,9 @@ def tokenize_rows(dataset, tokenizer, max_length: int | None, long_rows: str = "
             out["margin"].append(float(ex["margin"] or 0.0))
         if has_smoothing:
             out["smoothing"].append(float(ex["smoothing"]))
+        if prompt_len:  # the prompt's tokens, less those a truncation cut from its head (one at least)
+            n_prompt = len(tokenizer(ex["prompt"])["input_ids"])
+            out["prompt_len"].append([max(n_prompt - (n - len(x)), 1) for n, x in zip(full, ids)])
     counts["dropped_examples"] = dropped_ids[:10]
     import datasets
 
@@ -230,7 +221,9 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     t0 = time.perf_counter()
     from ..models import resolve_model
     from ..workspace import utcnow
+    from . import ava
     from .data import load_preferences, with_strength
+    from .meta import load_shifted
     from .reward import load_reward_model
 
     messages = Messages(config.quiet)
@@ -253,6 +246,7 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     if config.strength is not None and config.margin != "strength" and not config.smooth_incorrect:
         raise CurateError("--strength picks the strength rows of --margin strength and --smooth-incorrect: give one "
                           "of them too.")
+    check_options(config)
     output = check_output(config.output, config.overwrite)
     base = resolve_model(config.base, kind="rm-base")  # a folder, a Hub id or smollm2-135m
 
@@ -275,9 +269,21 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     model, tokenizer, pad_token_set = load_reward_model(base, kind="rm-base")
     if pad_token_set:
         say(f"the tokenizer of {config.base} has no pad token: using its eos token {tokenizer.eos_token!r} as pad")
+    q_head, owned = None, []
+    if config.objective == "ava":  # a (mean, log-scale) head per token, Q-values from the LM head
+        model, q_head, owned = ava.prepare(model, base.folder)
+    meta = None
+    if config.meta:
+        meta = load_shifted(config.workspace, config.shifted_generations, tokenizer, config.max_length,
+                            config.meta_samples, config.meta_batch_size, config.seed)
+        say(f"MetaRM: {meta.record['samples']:,} samples of {meta.record['prompts']:,} prompts from "
+            f"{config.shifted_generations} ({meta.record['prompts_left_out']:,} prompts with fewer than 2 left out)")
+    terms, extra = build_terms(config, model, meta)
+    objective = describe(config, meta)
 
     train_ds, counts = tokenize_rows(rows.dataset, tokenizer, config.max_length, config.long_rows,
-                                     config.margin != "none")
+                                     config.margin != "none" and config.objective == "bt",
+                                     prompt_len=config.objective == "ava")
     if counts["dropped_long"]:
         fix = ("a response alone is longer than that: a larger --max-length keeps them"
                if config.long_rows == "truncate" else "use --long-rows truncate or a larger --max-length to keep them")
@@ -300,14 +306,18 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
                 or (not torch.cuda.is_available() and cpu_has_fast_bf16()),
                 "on": True, "off": False}[config.bf16]
     with staged_output(output, config.overwrite) as staging:
-        trainer, metrics, started = _fit(config, model, tokenizer, train_ds, staging, use_bf16, callbacks)
+        trainer, metrics, started = _fit(config, model, tokenizer, train_ds, staging, use_bf16, callbacks,
+                                         terms, owned + extra, q_head)
+        if config.objective == "ava":
+            ava.mark(model, objective["settings"])
 
         # save
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(str(staging))
         record = {
             "kind": "reward_model",
-            "loss": "bradley-terry: -(1-a) log sigma(d) - a log sigma(-d), d = r_chosen - r_rejected - margin",
+            "loss": objective["loss"],
+            "objective": objective,
             "data": rows.source,
             "strength": strength,
             "subset": rows.source.get("subset"),
@@ -328,7 +338,8 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
                     pad_token_set, metrics, record, time.perf_counter() - t0, messages)
 
 
-def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf16: bool, callbacks: list | None = None):
+def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf16: bool, callbacks: list | None,
+         terms, extra_parameters: list, q_head):
     """Run CurateRewardTrainer; (trainer, metrics, started_at)."""
     import torch
     from trl import RewardConfig
@@ -345,7 +356,7 @@ def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf1
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         train_sampling_strategy="sequential",  # the order length_grouped() made: batches of similar lengths
     )
-    trainer = make_trainer(model, tokenizer, train_ds, args, label_smoothing=config.label_smoothing)
+    trainer = make_trainer(model, tokenizer, train_ds, args, terms, extra_parameters, q_head)
     show_progress(trainer, config.quiet, "reward model")
     for callback in callbacks or ():
         trainer.add_callback(callback)
@@ -354,13 +365,13 @@ def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf1
         out = trainer.train()
     logged = [h for h in trainer.state.log_history if "accuracy" in h]
     metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step}
-    if logged:
-        metrics.update(accuracy=logged[-1]["accuracy"], margin=logged[-1]["margin"])
+    if logged:  # the last log's averages, and each term of the composed loss where there is one
+        metrics.update({k: v for k, v in logged[-1].items() if k in LOGGED})
     return trainer, metrics, started
 
 
 main = script(RMConfig, lambda config: str(train_rm(config).output), "python -m curate.train.rm",
-              "Train a Bradley-Terry reward model on a subset.")
+              "Train a reward model on a subset: Bradley-Terry, contrastive, MetaRM or AVA.")
 
 if __name__ == "__main__":
     sys.exit(main())
