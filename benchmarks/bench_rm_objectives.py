@@ -12,7 +12,8 @@ reuses the workspace, its embeddings, strength and generations):
 - policy-aligned held-out pairs: those of bench-heldout that FRFT's Part 1 filter keeps for SmolLM2-135M (its
   shared generations, all-MiniLM-L6-v2, either response's cosine to the policy's >= 1 - eps), subset bench-aligned;
 - strength: `curate strength` (the default probe on the embeddings) for BT + margin;
-- MetaRM's shifted samples: SmolLM2-135M's own, 4 per prompt for --meta-prompts training prompts (iteration 2).
+- MetaRM's shifted samples: SmolLM2-135M's own, 4 per prompt, for the first --meta-prompts training pairs
+  (iteration 2).
 
 Each objective trains in a fresh process (train_rm then the scores of both held-out sets, timed with its peak RSS):
 bt, bt+margin (--margin strength), bt+smoothing (--label-smoothing 0.1), bt+simcse, metarm, ava (read with
@@ -24,7 +25,6 @@ Writes benchmarks/results/rm_objectives.json with the CPU it ran on.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -82,9 +82,9 @@ def prepare(ws: Path, pairs: int, heldout: int, eps: float, meta_prompts: int) -
         have = con.execute("select count(*) from generations where iteration = 2").fetchone()[0]
     if not have:  # the shifted policy's samples for MetaRM: SmolLM2's own, 4 per training prompt
         curate(ws, "generate", "--model", BASE, "--iteration", "2", "--samples", "4", "--max-new-tokens", "48",
-               "--limit", str(meta_prompts), "--backend", "transformers", "--where",
-               "pair_id in (select pair_id from subset_pairs join subsets using (subset_id) "
-               "where name = 'bench-train')")
+               "--backend", "transformers", "--where",  # the first training pairs in the split's order
+               "pair_id in (select pair_id from pairs where substr(md5(pair_id), 1, 1) < 'c' "
+               f"order by md5(pair_id) limit {meta_prompts})")
     return {"subsets": counts, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -133,7 +133,6 @@ def main() -> None:
     args = ap.parse_args()
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing: this benchmark reads the shared HH-RLHF file (../shared beside the repo).")
-    import numpy as np
 
     from curate.stats import bootstrap_interval
     from curate.train.evaluate import accuracy_stats
