@@ -265,6 +265,9 @@ def test_train_ppo_dense_records_the_mode(models, tmp_path, cli):
     assert [row["reward_mode"] for row in rows] == ["dense"] and isinstance(rows[0]["reward"], float)
     record = json.loads((tmp_path / "dense" / "curate_train.json").read_text())
     assert record["reward_mode"] == "dense" and record["config"]["reward_mode"] == "dense"
+    # resuming it for a second step in the other mode (the last --steps wins)
+    r = cli(*common, "--steps", "2", "--reward", models["ava"], "-o", tmp_path / "dense", "--reward-mode", "final")
+    assert r.exit_code == 1 and "was trained with reward mode dense" in r.output
 
 
 # -- curate run ------------------------------------------------------------------------------------

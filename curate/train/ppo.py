@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CurateError
 from ..settings import quiet_setting, script, setting, workspace_setting
-from .checkpoint import write_record
+from .checkpoint import RECORD_FILE, write_record
 from .reward import MODE_HELP, REWARD_MODES
 
 if TYPE_CHECKING:  # torch is imported when training starts, not when the CLI reads PPOConfig's options
@@ -243,6 +243,11 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
                           "a Python reward_fn gives one number per response.")
     else:
         reward_mode = "final"
+    if resuming and (out / RECORD_FILE).is_file():  # one run, one reward: a record without a mode predates dense
+        before = json.loads((out / RECORD_FILE).read_text(encoding="utf-8")).get("reward_mode") or "final"
+        if before != reward_mode:
+            raise CurateError(f"{out} was trained with reward mode {before}; resuming it in {reward_mode} would mix "
+                              f"two rewards in one run. Give --reward-mode {before}, or train into a new --output.")
 
     # data
     if prompts is not None:
