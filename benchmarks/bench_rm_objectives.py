@@ -100,7 +100,7 @@ def train_task(ws: str, name: str, out: str, max_length: str, lr: str, batch_siz
                       overwrite=True, quiet=True, **OBJECTIVES[name])
     result = train_rm(config)
     train_s = time.perf_counter() - t0
-    mode = {"reward_mode": "final"} if name == "ava" else {}
+    mode = {"mode": "final"} if name == "ava" else {}
     scores = {}
     for part in ("heldout", "aligned"):
         ds = load_eval_pairs(ws, subset=f"bench-{part}").dataset

@@ -179,12 +179,30 @@ def _is_causal_lm(config) -> bool:
                                or bool(architectures & set(CAUSAL.values())))
 
 
+# a reward model's objective, as its config.json's curate_reward says (none: bt), and its head's outputs per token
+# (issue #17; curate.train.reward reads them)
+REWARD_OUTPUTS = {"bt": 1, "ava": 2}
+
+
+def reward_objective(config) -> str:
+    """"bt" or "ava": the objective a reward model was trained with, from its config (a PretrainedConfig or the
+    dict of config.json). A model without `curate_reward` (a Bradley-Terry one, or a causal LM) is "bt"."""
+    meta = config.get("curate_reward") if isinstance(config, dict) else getattr(config, "curate_reward", None)
+    if meta is None:
+        return "bt"
+    objective = meta.get("objective", "bt") if isinstance(meta, dict) else meta
+    if objective not in REWARD_OUTPUTS:
+        raise CurateError(f"config.json's curate_reward names the objective {objective!r}, which this version of "
+                          f"curate does not know ({', '.join(REWARD_OUTPUTS)}); upgrade curate to read this model.")
+    return objective
+
+
 def _is_reward_model(config) -> bool:
     """A sequence classifier with one label: what `curate train rm` saves (and most published reward models); or
-    with AVA's two (a reward mean and log-scale per token, curate.train.ava), which its config.json declares."""
+    an AVA one with two, mean and log-scale, as its config's curate_reward says."""
     architectures = getattr(config, "architectures", None) or []
-    ava = (getattr(config, "curate_reward", None) or {}).get("objective") == "ava" and config.num_labels == 2
-    return any(a.endswith("ForSequenceClassification") for a in architectures) and (config.num_labels == 1 or ava)
+    return (any(a.endswith("ForSequenceClassification") for a in architectures)
+            and config.num_labels == REWARD_OUTPUTS[reward_objective(config)])
 
 
 # ---------------------------------------------------------------------------------------------- the Hub

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import err, json_option, quiet_option, workspace_option
+from .options import err, json_option, quiet_option, reward_mode_option, workspace_option
 
 
 @click.group("eval")
@@ -40,11 +40,12 @@ def _interval(lo, hi) -> str:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Pairs per forward pass.")
 @click.option("--max-length", type=int, default=1024, show_default=True,
               help="Longer transcripts keep their last N tokens (the prompt is cut from the left).")
+@reward_mode_option
 @json_option
 @workspace_option
 @quiet_option
-def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, seed, batch_size, max_length, as_json,
-            workspace, quiet):
+def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, seed, batch_size, max_length,
+            reward_mode, as_json, workspace, quiet):
     """Accuracy of a reward model on held-out pairs, with intervals and by length.
 
     Accuracy counts r_chosen > r_rejected, a tie as half; the interval is a seeded percentile bootstrap (and the
@@ -55,6 +56,7 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
       curate eval rm --reward checkpoints/rm-it1 --bootstrap 1000      # pairs with split = 'test'
       curate eval rm --reward checkpoints/rm-it1 --filtered demo-split-even-it1-heldout
       curate eval rm --reward checkpoints/rm-it1 --rewardbench filtered.parquet --json
+      curate eval rm --reward checkpoints/rm-ava --reward-mode dense       # an AVA model: final or dense
     """
     from ..progress import quiet_libraries
     from ..train.evaluate import evaluate_rm
@@ -63,7 +65,8 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
     if n_boot < 0:
         raise click.BadParameter("must be 0 or more.", param_hint="--bootstrap")
     res = evaluate_rm(reward, workspace, where=where, subset=subset, batch_size=batch_size, max_length=max_length,
-                      split=split, limit=limit, n_boot=n_boot, seed=seed, filtered=filtered, rewardbench=rewardbench)
+                      split=split, limit=limit, n_boot=n_boot, seed=seed, filtered=filtered, rewardbench=rewardbench,
+                      reward_mode=reward_mode)
     if as_json:
         click.echo(json.dumps(res, indent=2, default=str))
         return
@@ -77,7 +80,8 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
                      f"{_pct(bl['chosen_longer']['accuracy'])} ({bl['chosen_longer']['pairs']})",
                      f"{_pct(bl['rejected_longer']['accuracy'])} ({bl['rejected_longer']['pairs']})"))
     print_table(["pairs", "n", "accuracy %", "95% bootstrap", "Wilson", "mean margin", "chosen longer",
-                 "rejected longer"], rows, title=f"reward model {res['reward_model']}")
+                 "rejected longer"], rows, title=f"reward model {res['reward_model']}"
+                + (f" ({reward_mode} reward)" if reward_mode else ""))
 
 
 @eval_.command("winrate")
@@ -109,12 +113,13 @@ def eval_rm(reward, split, where, subset, filtered, rewardbench, limit, n_boot, 
 @click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prompt sample, sampling, bootstrap.")
 @click.option("--name", default=None, help="Name of the comparison in `winrates` (default: a-vs-b policy ids).")
+@reward_mode_option
 @json_option
 @workspace_option
 @quiet_option
 def eval_winrate(a, b, judge, base_url, api_key_env, concurrency, template, prompts, prompt_field, split, limit,
-                 max_new_tokens, temperature, top_k, chat_template, batch_size, n_boot, seed, name, as_json, workspace,
-                 quiet):
+                 max_new_tokens, temperature, top_k, chat_template, batch_size, n_boot, seed, name, reward_mode,
+                 as_json, workspace, quiet):
     """Win rate of policy A against policy B, judged in both orders.
 
     Each policy answers the same prompts (cached on an eval/ branch of `generations`); the judge sees every
@@ -126,6 +131,7 @@ def eval_winrate(a, b, judge, base_url, api_key_env, concurrency, template, prom
       curate eval winrate --a checkpoints/ppo-split-even-it1 --b checkpoints/ppo-random-it1
       curate eval winrate --a ... --b ... --judge openai:gemini-1.5-pro --base-url https://... --limit 1000
       curate eval winrate --a ... --b ... --judge rm:checkpoints/rm-all
+      curate eval winrate --a ... --b ... --judge rm:checkpoints/rm-ava --reward-mode final
     """
     from ..generate import GenerateParams
     from ..judge.winrate import compare
@@ -136,7 +142,7 @@ def eval_winrate(a, b, judge, base_url, api_key_env, concurrency, template, prom
     c = compare(Workspace(workspace), a, b, judge, template=template, prompts=prompts, prompt_field=prompt_field,
                 split=split, limit=limit or None, seed=seed, params=params, n_boot=n_boot, name=name, quiet=quiet,
                 judge_options={"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
-                               "batch_size": batch_size},
+                               "batch_size": batch_size, "reward_mode": reward_mode},
                 echo=(lambda m: None) if quiet else err)
     if as_json:
         click.echo(json.dumps(c.to_dict(), indent=2, default=str))

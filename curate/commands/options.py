@@ -69,6 +69,13 @@ def force_option(f):
                         help="Replace an existing --output folder (only once the new model is complete).")(f)
 
 
+def reward_mode_option(f):
+    """--reward-mode final|dense: how an AVA reward model's per-token rewards become rewards (curate.train.reward)."""
+    from ..train.reward import MODE_HELP, REWARD_MODES
+
+    return click.option("--reward-mode", type=click.Choice(REWARD_MODES), default=None, help=MODE_HELP)(f)
+
+
 def err(msg: str = "") -> None:
     """A line for people: stderr (stdout carries only data)."""
     click.echo(msg, err=True)

@@ -7,7 +7,9 @@ its KV cache is computed once and each batch of suffixes (question and two answe
 a full forward pass per judgment (benchmarks/bench_judge.py measures both).
 
 rm: the verdict compares the reward of prompt + answer A with that of prompt + answer B (curate.train.reward scores
-them as the RM was trained); the template plays no part. Both orders cost one scoring: rewards are cached per text.
+them as the RM was trained; an AVA model in the reward mode given, which is part of the judge's identity, so
+verdicts of another mode are not reused); the template plays no part. Both orders cost one scoring: rewards are
+cached per text.
 """
 
 from __future__ import annotations
@@ -129,16 +131,19 @@ class LocalLMJudge:
 
 
 class RewardModelJudge:
-    def __init__(self, spec: str, batch_size: int = 8, max_length: int | None = 1024):
+    def __init__(self, spec: str, batch_size: int = 8, max_length: int | None = 1024, reward_mode: str | None = None,
+                 mode_option: str = "--reward-mode"):
         from ..models import resolve_model
-        from ..train.reward import load_reward_model
+        from ..train.reward import load_reward_model, reward_objective
 
         ref = resolve_model(spec, kind="reward", option="--judge rm:")
-        self.model, self.tokenizer, _ = load_reward_model(ref, kind="reward")
+        self.model, self.tokenizer, _ = load_reward_model(ref, kind="reward", mode=reward_mode, option=mode_option)
         self.model.eval()
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.reward_mode = batch_size, max_length, reward_mode
         self.identity = {"kind": "rm", "model": ref.name, "model_id": ref.model_id, "revision": ref.revision,
                          "max_length": max_length, "verdict": "the higher reward of prompt + answer"}
+        if reward_objective(self.model.config) != "bt":  # a Bradley-Terry judge keeps the identity (and cache) it had
+            self.identity["reward_mode"] = reward_mode
         self.judge_id = f"rm:{ref.model_id}#{identity_hash(self.identity)}"
 
     def judge(self, requests: list[Request], on_answer: Callable[[int, Answer], None]) -> None:
@@ -146,7 +151,7 @@ class RewardModelJudge:
 
         texts = sorted({(r.question, a) for r in requests for a in (r.answer_a, r.answer_b)})
         scores = score(self.model, self.tokenizer, [q for q, _ in texts], [spaced(a) for _, a in texts],
-                       self.batch_size, self.max_length)
+                       self.batch_size, self.max_length, mode=self.reward_mode)
         rewards = dict(zip(texts, scores.tolist()))
         for i, r in enumerate(requests):
             a, b = rewards[(r.question, r.answer_a)], rewards[(r.question, r.answer_b)]

@@ -41,12 +41,16 @@ def md5(text: str) -> str:
 
 
 def make_judge(spec: str, template: Template, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-               concurrency: int = 8, batch_size: int = 8, max_length: int | None = 1024) -> Judge:
-    """openai:MODEL (with base_url), hf:MODEL_OR_FOLDER (a local causal LM) or rm:FOLDER (a reward model)."""
+               concurrency: int = 8, batch_size: int = 8, max_length: int | None = 1024,
+               reward_mode: str | None = None, mode_option: str = "--reward-mode") -> Judge:
+    """openai:MODEL (with base_url), hf:MODEL_OR_FOLDER (a local causal LM) or rm:FOLDER (a reward model; an AVA
+    one needs reward_mode, final or dense; mode_option: how errors name that setting)."""
     kind, _, model = spec.partition(":")
     if kind not in JUDGE_KINDS or not model:
         raise CurateError(f"--judge {spec!r}: expected openai:MODEL, hf:MODEL_OR_FOLDER or rm:FOLDER (e.g. "
                           "openai:gpt-4o --base-url URL, hf:smollm2-135m, rm:checkpoints/rm-all).")
+    if reward_mode is not None and kind != "rm":
+        raise CurateError(f"{mode_option} is for rm: judges (a reward model's reward mode); {spec} is not one.")
     if kind == "openai":
         from .openai_judge import OpenAIJudge
 
@@ -57,7 +61,8 @@ def make_judge(spec: str, template: Template, *, base_url: str | None = None, ap
 
     if kind == "hf":
         return LocalLMJudge(model, template, batch_size=batch_size)
-    return RewardModelJudge(model, batch_size=batch_size, max_length=max_length)
+    return RewardModelJudge(model, batch_size=batch_size, max_length=max_length, reward_mode=reward_mode,
+                            mode_option=mode_option)
 
 
 # -- responses ----------------------------------------------------------------------------------------
@@ -152,7 +157,8 @@ def _cached(ws: Workspace, judge_id: str, template_sha: str) -> dict[tuple[str, 
 def compare(ws: Workspace, a: str, b: str, judge: str | Judge = "hf:smollm2-135m", *, template: str | None = None,
             prompts: str | None = None, prompt_field: str = "prompt", split: str = "test", limit: int | None = None,
             seed: int = 0, params: GenerateParams | None = None, gen_batch_size: int = 16,
-            judge_options: dict | None = None, n_boot: int = 1000, name: str | None = None, run: dict | None = None, quiet: bool = False,
+            judge_options: dict | None = None, n_boot: int = 1000, name: str | None = None, run: dict | None = None,
+            quiet: bool = False,
             echo: Callable[[str], None] | None = None) -> Comparison:
     """Judge policy a against policy b (see the module doc); returns the comparison, stored in `winrates`."""
     from ..progress import count_progress, quiet_libraries

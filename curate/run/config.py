@@ -7,8 +7,8 @@
     [generate]  curate.generate.GenerateSettings (max_new_tokens, top_k, samples, chat_template, batch_size, ...)
     [filter]    curate.filters.FilterSettings (eps, size, aggregate, distinct)
     [rm]        curate.train.rm.RMConfig's knobs (lr, epochs, batch_size, ...) + eval_pairs
-    [ppo]       curate.train.ppo.PPOConfig's knobs (steps, batch_size, kl_coef, actor_lr, critic_lr, ...)
-    [eval]      the eval step of each iteration: judge, prompts, template, response length, bootstrap
+    [ppo]       curate.train.ppo.PPOConfig's knobs (steps, batch_size, kl_coef, actor_lr, critic_lr, reward_mode, ...)
+    [eval]      the eval step of each iteration: judge, prompts, template, response length, bootstrap, reward_mode
 
 The training and sampling sections are the same dataclasses `curate train ...`, `curate generate`, `embed` and
 `filter` build their options from (curate.settings), so a default and its paper source are written once. A key
@@ -97,6 +97,12 @@ class EvalSection:
     max_new_tokens: int = setting(128, "Tokens per response of the compared policies.")
     batch_size: int = setting(8, "Judgments (hf, rm) per forward pass.")
     bootstrap: int = setting(1000, "Bootstrap resamples of each interval.")
+    reward_mode: str = setting("", "An rm: judge's reward mode if it is an AVA model: final or dense (default: [ppo] "
+                               "reward_mode).", choices=("", "final", "dense"))
+
+    def judge_reward_mode(self, ppo_mode: str | None) -> str | None:
+        """The reward mode the rm: judge reads (None for other judges): reward_mode, else [ppo]'s."""
+        return (self.reward_mode or ppo_mode) if self.judge.startswith("rm:") else None
 
 
 SECTIONS: dict[str, type] = {
@@ -252,6 +258,15 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
     if cfg.ppo.batch_size % cfg.ppo.mini_batch_size:
         raise bad("[ppo] batch_size", f"{cfg.ppo.batch_size} must be a multiple of mini_batch_size "
                   f"{cfg.ppo.mini_batch_size}.")
+    # [rm] objective comes with issue #17's AVA trainer; until then every reward model is Bradley-Terry
+    objective = getattr(cfg.rm, "objective", "bt")
+    if objective == "ava" and not cfg.ppo.reward_mode:
+        raise bad("[ppo] reward_mode", "is missing: [rm] objective = \"ava\" trains reward models with a Gaussian "
+                  "reward per token, so say how PPO and the reward models' evaluation read them: reward_mode = "
+                  "\"final\" (the mean at the last token) or \"dense\" (the mean at every response token).")
+    if objective != "ava" and cfg.ppo.reward_mode == "dense":
+        raise bad("[ppo] reward_mode", f"\"dense\" needs per-token rewards, and [rm] objective {objective!r} gives one "
+                  "per text: set [rm] objective = \"ava\", or leave reward_mode out.")
     if not 0 <= cfg.rm.label_smoothing < 0.5:
         raise bad("[rm] label_smoothing", f"must be in [0, 0.5); got {cfg.rm.label_smoothing}.")
     if not 0 < cfg.generate.sample_fraction <= 1:

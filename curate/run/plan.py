@@ -47,7 +47,8 @@ from .steps import Steps
 # changed key, and after a step reruns, the done steps that depend on it (the rest of its branch; everything
 # after a shared step). Changing what defines the run's data is refused instead.
 STEP_READS = {"ingest": ("data",), "sft": ("sft",), "generate": ("generate",), "embed": ("embed",),
-              "score": ("embed",), "filter": ("filter",), "rm": ("rm",), "ppo": ("ppo",), "eval": ("eval",),
+              "score": ("embed",), "filter": ("filter",), "rm": ("rm", "ppo.reward_mode"), "ppo": ("ppo",),
+              "eval": ("eval", "ppo.reward_mode"),  # the rm step evaluates its model in the mode PPO reads it
               "report": ("eval",)}  # the report shows the eval steps' win rates
 FIXED = ("data", "run.seed", "run.name", "run.workspace", "run.checkpoints")
 CONTENT_ADDRESSED = ("embed", "eval", "report")  # rerunning these changes no other step's inputs

@@ -17,6 +17,8 @@ from ..workspace import Workspace
 from .config import RunConfig
 from .layout import Layout
 
+PPO_MODE = "[ppo] reward_mode"  # the run's reward models are read in the mode its PPO uses
+
 
 class Steps:
     def __init__(self, cfg: RunConfig, ws: Workspace, layout: Layout, *, quiet: bool,
@@ -142,8 +144,9 @@ class Steps:
         from ..train import evaluate, rm
 
         c = self.cfg.rm
-        config = dataclasses.replace(c, base=str(self.at.rm_base(strategy, k)), output=str(self.at.rm_path(strategy, k)),
-                                     subset=self.at.subset_name(strategy, k), workspace=str(self.ws.root), data=None,
+        config = dataclasses.replace(c, base=str(self.at.rm_base(strategy, k)),
+                                     output=str(self.at.rm_path(strategy, k)), subset=self.at.subset_name(strategy, k),
+                                     workspace=str(self.ws.root), data=None,
                                      seed=self.cfg.run.seed, overwrite=True, quiet=self.quiet,
                                      # MetaRM's shifted samples: the policy's own, those this iteration's data came from
                                      shifted_generations=f"{self.at.data_branch(strategy, k)}:"
@@ -155,10 +158,12 @@ class Steps:
         if self.cfg.data.eval_split:
             ev = evaluate.evaluate_rm(r.output, str(self.ws.root), split=self.cfg.data.eval_split,
                                       limit=c.eval_pairs or None, max_length=c.max_length,
-                                      n_boot=self.cfg.eval.bootstrap, seed=self.cfg.run.seed)
+                                      n_boot=self.cfg.eval.bootstrap, seed=self.cfg.run.seed,
+                                      reward_mode=self.cfg.ppo.reward_mode, mode_option=PPO_MODE)
             out.update(eval_pairs=ev["pairs"], eval_accuracy=ev["accuracy"], eval_margin=ev["mean_margin"],
                        eval_ci=[ev["ci_low"], ev["ci_high"]], eval_wilson=[ev["wilson_low"], ev["wilson_high"]],
-                       eval_by_length={k: v["accuracy"] for k, v in ev["by_length"].items()})
+                       eval_by_length={k: v["accuracy"] for k, v in ev["by_length"].items()},
+                       eval_reward_mode=ev["reward_mode"])
         return out
 
     def ppo(self, strategy: str, k: int) -> dict:
@@ -181,7 +186,7 @@ class Steps:
         trained = [h for h in r.history if "seconds" in h]
         per_step = sum(h["seconds"] for h in trained) / len(trained) if trained else None
         out = {"checkpoint": str(r.output), "steps": r.step, "prompts": len(prompts),
-               "reward_last": last.get("reward"), "kl_last": last.get("kl"),
+               "reward_last": last.get("reward"), "reward_mode": last.get("reward_mode"), "kl_last": last.get("kl"),
                "seconds_total": round(time.perf_counter() - t0, 3)}
         if per_step:
             out["throughput"] = {"ppo_prompts_per_s": p.batch_size / per_step}
@@ -203,7 +208,8 @@ class Steps:
         prompts = eval_prompts(self.ws, split=cfg.data.eval_split, limit=e.prompts, seed=cfg.run.seed)
         template = load_template(e.template or None)
         judge = make_judge(e.judge, template, base_url=e.base_url or None, api_key_env=e.api_key_env,
-                           concurrency=e.concurrency, batch_size=e.batch_size)
+                           concurrency=e.concurrency, batch_size=e.batch_size,
+                           reward_mode=e.judge_reward_mode(cfg.ppo.reward_mode), mode_option="[eval] reward_mode")
         base = cfg.run.baseline
         out: dict = {"judge_id": judge.judge_id, "prompts": len(prompts), "winrates": {}, "rm_policy_accuracy": {}}
         for s in [x for x in cfg.run.strategies if not at.is_baseline(x)]:
@@ -244,9 +250,10 @@ class Steps:
                 out[s] = {"pairs": 0, "accuracy": None, "scored": r.pairs, "filter": strategy}
                 continue
             ev = evaluate_rm(at.rm_path(s, k), str(self.ws.root), subset=f.name, max_length=cfg.rm.max_length,
-                             n_boot=cfg.eval.bootstrap, seed=cfg.run.seed)
+                             n_boot=cfg.eval.bootstrap, seed=cfg.run.seed, reward_mode=cfg.ppo.reward_mode,
+                             mode_option=PPO_MODE)
             out[s] = {"pairs": ev["pairs"], "accuracy": ev["accuracy"], "ci": [ev["ci_low"], ev["ci_high"]],
-                      "subset": f.name, "filter": strategy}
+                      "subset": f.name, "filter": strategy, "reward_mode": ev["reward_mode"]}
         return out
 
     # -- the report ---------------------------------------------------------------------------------------

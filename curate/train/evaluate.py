@@ -21,18 +21,19 @@ from typing import Any
 REWARDBENCH_COLUMNS = ("prompt", "chosen", "rejected", "subset")
 
 
-def score_pairs(reward, dataset, batch_size: int = 8, max_length: int | None = 1024, loaded=None):
+def score_pairs(reward, dataset, batch_size: int = 8, max_length: int | None = 1024, loaded=None,
+                mode: str | None = None):
     """(r_chosen, r_rejected) lists for each row of a prompt/chosen/rejected dataset; rows longer than
     max_length keep their last max_length tokens (the prompt is cut from the left). reward: a model spec or a
-    resolved ModelRef; loaded: a (model, tokenizer) pair already in memory."""
+    resolved ModelRef; loaded: a (model, tokenizer) pair already in memory; mode: an AVA model's reward mode."""
     from .reward import load_reward_model, score
 
-    model, tokenizer = loaded or load_reward_model(reward, kind="reward")[:2]
+    model, tokenizer = loaded or load_reward_model(reward, kind="reward", mode=mode)[:2]
     model.eval()
     prompts = list(dataset["prompt"])
     # chosen and rejected responses in one call: score() batches all 2n rows by length, so less padding
-    rewards = score(model, tokenizer, prompts + prompts, list(dataset["chosen"]) + list(dataset["rejected"]), batch_size,
-                    max_length).tolist()
+    rewards = score(model, tokenizer, prompts + prompts, list(dataset["chosen"]) + list(dataset["rejected"]),
+                    batch_size, max_length, mode=mode).tolist()
     return rewards[:len(prompts)], rewards[len(prompts):]
 
 
@@ -70,15 +71,19 @@ def accuracy_stats(rc: list[float], rr: list[float], len_chosen: list[int], len_
 def evaluate_rm(reward: str | os.PathLike, workspace: str | None = None, where: str | None = None,
                 subset: str | None = None, batch_size: int = 8, max_length: int | None = 1024,
                 split: str | None = None, limit: int | None = None, n_boot: int = 1000, seed: int = 0,
-                filtered: str | None = None, rewardbench: str | os.PathLike | None = None) -> dict[str, Any]:
+                filtered: str | None = None, rewardbench: str | os.PathLike | None = None,
+                reward_mode: str | None = None, mode_option: str = "--reward-mode") -> dict[str, Any]:
     """Accuracy and mean margin on held-out pairs (those of `split` matching `where`, default split 'test', the
     first `limit` by pair_id; or a subset's), plus `filtered` (a subset of held-out pairs) and `rewardbench` (a
-    file with prompt, chosen, rejected, subset) as further distributions. The top-level keys are the first's."""
+    file with prompt, chosen, rejected, subset) as further distributions. The top-level keys are the first's.
+    reward_mode: final or dense, required for an AVA model (curate.train.reward); mode_option: how the error
+    about it names the setting."""
     from ..models import resolve_model
     from .data import load_eval_pairs
-    from .reward import load_reward_model
+    from .reward import load_reward_model, resolve_mode
 
-    ref = resolve_model(str(reward), kind="reward")  # a wrong model fails before any data is read
+    ref = resolve_model(str(reward), kind="reward")  # a wrong model or mode fails before any data is read
+    mode = resolve_mode(ref, reward_mode, mode_option)
     parts: list[tuple[str, Any, dict]] = []
     if rewardbench is None or any(x is not None for x in (where, subset, split)):
         rows = load_eval_pairs(workspace, where=where, subset=subset, split=split, limit=limit)
@@ -89,14 +94,15 @@ def evaluate_rm(reward: str | os.PathLike, workspace: str | None = None, where: 
         parts.append((f"selected for the policy ({filtered})", rows.dataset, rows.source))
     if rewardbench is not None:
         parts.extend(_rewardbench_parts(rewardbench))
-    model, tokenizer, _ = load_reward_model(ref, kind="reward")
+    model, tokenizer, _ = load_reward_model(ref, kind="reward", mode=mode)
     distributions = []
     for name, ds, source in parts:
-        rc, rr = score_pairs(ref, ds, batch_size, max_length, loaded=(model, tokenizer))
+        rc, rr = score_pairs(ref, ds, batch_size, max_length, loaded=(model, tokenizer), mode=mode)
         stats = accuracy_stats(rc, rr, [len(x) for x in ds["chosen"]], [len(x) for x in ds["rejected"]], n_boot, seed)
         distributions.append({"distribution": name, "selection": source, **stats})
     first = distributions[0]
-    return {"reward_model": str(reward), "reward_model_id": ref.model_id, **first, "distributions": distributions}
+    return {"reward_model": str(reward), "reward_model_id": ref.model_id, "reward_mode": mode, **first,
+            "distributions": distributions}
 
 
 def _rewardbench_parts(path) -> list[tuple[str, Any, dict]]:

@@ -16,6 +16,10 @@ head only, so the actor's and critic's learning rates stay separate), and the re
 classifier with one label, or a Python function). Each step: sample responses for a batch of prompts (rollout),
 score them, turn score - KL into per-token rewards, estimate advantages with GAE, then run a few epochs of the
 clipped PPO objective over minibatches of that batch.
+
+An AVA reward model (issue #17) needs --reward-mode: final scores each response as above (its mean reward at the
+last token); dense adds its mean reward of every sampled response token to that token's reward instead
+(curate.train.ppo_algo.dense_rewards), so the reward model must share the policy's tokenizer.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import CurateError
 from ..settings import quiet_setting, script, setting, workspace_setting
-from .checkpoint import write_record
+from .checkpoint import RECORD_FILE, write_record
+from .reward import MODE_HELP, REWARD_MODES
 
 if TYPE_CHECKING:  # torch is imported when training starts, not when the CLI reads PPOConfig's options
     import torch
 
-    from .ppo_algo import RewardFn
+    from .ppo_algo import RewardFn, TokenRewardFn
 
 INSTRUCTGPT = "InstructGPT (Ouyang et al. 2022), appendix C.4"
 ZIEGLER = "Ziegler et al. 2019, section 2.2"
@@ -71,6 +76,9 @@ class PPOConfig:
     top_k: int = setting(50, "Top-k sampling in the rollout.")
     temperature: float = setting(1.0, "Sampling temperature in the rollout.")
     # rewards and advantages
+    # AVA reward models (issue #17) give a reward per token: final keeps InstructGPT's one score per response,
+    # dense adds the per-token means to the per-token rewards (AVA paper, Eq. 19)
+    reward_mode: str | None = setting(None, MODE_HELP, choices=REWARD_MODES)
     kl_coef: float = setting(0.02, "KL penalty beta.", paper=INSTRUCTGPT)
     kl_target: float = setting(0.0, "Target KL of the adaptive controller (0: a fixed --kl-coef; Ziegler et al. "
                                "use 6.0).", paper=ZIEGLER)
@@ -134,15 +142,47 @@ def load_prompts(prompts_file: str | None = None, workspace: str | None = None) 
     return prompts, source
 
 
-def reward_model_fn(spec, device, batch_size: int) -> RewardFn:
+def reward_model_fn(spec, device, batch_size: int, mode: str | None = None) -> RewardFn:
     """The reward model as reward_fn: the score of each prompt + response (curate.train.reward.score)."""
     from .reward import load_reward_model, score
 
-    model, tokenizer, _ = load_reward_model(spec, kind="reward", device=device)
+    model, tokenizer, _ = load_reward_model(spec, kind="reward", device=device, mode=mode)
     model.eval().requires_grad_(False)
 
     def reward(prompts: list[str], responses: list[str]) -> torch.Tensor:
-        return score(model, tokenizer, prompts, responses, batch_size=batch_size)
+        return score(model, tokenizer, prompts, responses, batch_size=batch_size, mode=mode)
+
+    return reward
+
+
+def token_reward_model_fn(spec, device, batch_size: int, policy_tokenizer, prompts: list[str]) -> TokenRewardFn:
+    """An AVA reward model as token_reward_fn (dense mode): mu_t at every position of the rows the rollout hands it
+    (curate.train.reward.token_rewards). It reads the policy's token ids as they are, so its tokenizer must be the
+    policy's: the same vocabulary, eos, and tokens for the same prompt (a bos one adds and the other does not)."""
+    from .reward import load_reward_model, token_rewards
+
+    model, tokenizer, _ = load_reward_model(spec, kind="reward", device=device, mode="dense")
+    model.eval().requires_grad_(False)
+    fix = ("Train the reward model from the policy's base (the same tokenizer), or use --reward-mode final (it "
+           "scores the decoded text).")
+    if tokenizer.get_vocab() != policy_tokenizer.get_vocab():
+        raise CurateError(f"--reward-mode dense: the reward model {spec.name} and the policy have different "
+                          f"vocabularies ({len(tokenizer)} and {len(policy_tokenizer)} tokens); dense rewards score "
+                          f"the very tokens the policy samples, so they need the same tokenizer. {fix}")
+    if tokenizer.eos_token_id != policy_tokenizer.eos_token_id:
+        raise CurateError(f"--reward-mode dense: the reward model {spec.name} ends a text with "
+                          f"{tokenizer.eos_token!r} and the policy with {policy_tokenizer.eos_token!r}. {fix}")
+    for p in prompts[:8]:
+        if tokenizer(p)["input_ids"] != policy_tokenizer(p)["input_ids"]:
+            raise CurateError(f"--reward-mode dense: the reward model {spec.name} and the policy tokenize the prompt "
+                              f"{p[:60]!r} differently (special tokens added?). {fix}")
+
+    def reward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        ids, mask = input_ids.to(model.device), attention_mask.to(model.device)
+        return torch.cat([token_rewards(model, ids[i:i + batch_size], mask[i:i + batch_size])
+                          for i in range(0, len(ids), batch_size)])
 
     return reward
 
@@ -173,6 +213,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     quiet_libraries(config.quiet)
     from .ppo_algo import KLController, ValueHead, compute_gae, entropy, forward, ppo_loss, rollout, whiten
     from .ppo_state import LOG_FILE, OPTIMIZER_FILE, STATE_FILE, save_checkpoint, set_rng_state
+    from .reward import resolve_mode
 
     accelerator = Accelerator()
     device = accelerator.device
@@ -195,6 +236,18 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     ref_spec = resolve_policy(config.policy, option="--policy")
     reference_spec = resolve_policy(config.reference, option="--reference") if config.reference else None
     reward_spec = resolve_model(config.reward, kind="reward") if reward_fn is None else None
+    if reward_spec is not None:
+        reward_mode = resolve_mode(reward_spec, config.reward_mode)
+    elif config.reward_mode == "dense":
+        raise CurateError("--reward-mode dense needs a reward model with per-token rewards (--reward, an AVA model); "
+                          "a Python reward_fn gives one number per response.")
+    else:
+        reward_mode = "final"
+    if resuming and (out / RECORD_FILE).is_file():  # one run, one reward: a record without a mode predates dense
+        before = json.loads((out / RECORD_FILE).read_text(encoding="utf-8")).get("reward_mode") or "final"
+        if before != reward_mode:
+            raise CurateError(f"{out} was trained with reward mode {before}; resuming it in {reward_mode} would mix "
+                              f"two rewards in one run. Give --reward-mode {before}, or train into a new --output.")
 
     # data
     if prompts is not None:
@@ -222,8 +275,11 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         actor = base.model
     actor.config.use_cache = True
     value_head = ValueHead(actor.config.hidden_size)
-    if reward_spec is not None:
-        reward_fn = reward_model_fn(reward_spec, device, config.mini_batch_size)
+    token_reward_fn = None
+    if reward_spec is not None and reward_mode == "dense":
+        token_reward_fn = token_reward_model_fn(reward_spec, device, config.mini_batch_size, tokenizer, prompts)
+    elif reward_spec is not None:
+        reward_fn = reward_model_fn(reward_spec, device, config.mini_batch_size, config.reward_mode)
 
     actor_opt = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, betas=config.adam_betas)
     critic_opt = torch.optim.Adam(value_head.parameters(), lr=config.critic_lr, betas=config.adam_betas)
@@ -254,6 +310,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
             "policy": {"spec": config.policy, "folder": str(ref_spec.folder), "policy_id": ref_spec.model_id},
             "reference": config.reference or config.policy,
             "reward": config.reward or f"python:{getattr(reward_fn, '__qualname__', 'reward_fn')}",
+            "reward_mode": reward_mode,
             "prompts": {"source": source, "count": len(prompts)},
             "processes": accelerator.num_processes,
             "resumed_from_step": start if resuming else None,
@@ -276,7 +333,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
             picks = torch.randint(len(prompts), (config.batch_size,), generator=prompt_rng)
             batch_prompts = [prompts[i] for i in picks]
             roll = rollout(unwrapped, reference, value_head, tokenizer, batch_prompts, reward_fn, config, kl_ctl.value,
-                           device)
+                           device, token_reward_fn)
             mask = roll["mask"]
             advantages, returns = compute_gae(roll["rewards"], roll["values"], mask, config.gamma, config.lam)
             if config.whiten_advantages:
@@ -305,7 +362,8 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
 
             # log: means over processes; *_first is the first minibatch, where the policy is still the rollout policy
             local = {
-                "reward": roll["scores"].mean().item(),  # the reward model's score, before the KL penalty
+                # the reward model's score, before the KL penalty (dense mode: the sum of its per-token rewards)
+                "reward": roll["scores"].mean().item(),
                 "kl": roll["kl"].mean().item(),  # per response: the sum over its tokens of logp_actor - logp_ref
                 "response_length": mask.sum(1).float().mean().item(),
                 **{k: float(np.mean([s[k] for s in mb_stats])) for k in ("entropy", "clipfrac", "approx_kl", "vf_loss",
@@ -315,7 +373,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
             }
             reduced = accelerator.reduce(torch.tensor(list(local.values()), device=device), reduction="mean")
             row = {"step": step, **{k: round(v, 6) for k, v in zip(local, reduced.tolist(), strict=True)},
-                   "kl_coef": kl_ctl.value, "seconds": round(time.perf_counter() - t0, 3)}
+                   "kl_coef": kl_ctl.value, "seconds": round(time.perf_counter() - t0, 3), "reward_mode": reward_mode}
             kl_ctl.update(row["kl"], config.batch_size * accelerator.num_processes)
             history.append(row)
             if accelerator.is_main_process:

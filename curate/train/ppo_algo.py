@@ -1,7 +1,8 @@
 """The PPO algorithm's pieces, each small enough to check against its formula (tests/test_ppo.py does).
 
 The critic is a value head on the actor's hidden states; a rollout samples responses and scores them (reward
-model score at the last token, -beta * KL at every token: InstructGPT eq. 2); GAE turns rewards into advantages
+model score at the last token, -beta * KL at every token: InstructGPT eq. 2; with dense rewards, an AVA model's
+mean reward of every response token in place of the last-token score); GAE turns rewards into advantages
 (Schulman et al. 2016); the update minimises the clipped surrogate and the clipped value loss (Schulman et al.
 2017, eq. 7). curate.train.ppo runs them in a loop with checkpoints.
 """
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
+# (input_ids, attention_mask) of right-padded rows -> a reward per position, [batch, tokens] (dense reward mode)
+TokenRewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class ValueHead(nn.Module):
@@ -68,11 +71,12 @@ def forward(model, input_ids, attention_mask, prompt_len: int, value_head: Value
 
 
 @torch.no_grad()
-def rollout(actor, ref, value_head, tokenizer, prompts: list[str], reward_fn: RewardFn, config,
-            kl_coef: float, device) -> dict:
+def rollout(actor, ref, value_head, tokenizer, prompts: list[str], reward_fn: RewardFn | None, config,
+            kl_coef: float, device, token_reward_fn: TokenRewardFn | None = None) -> dict:
     """Sample one response per prompt and compute everything the update needs from the rollout policy.
 
     config: the run's PPOConfig (max_prompt_length, top_k, temperature, max_new_tokens, mini_batch_size).
+    reward_fn scores the decoded texts; token_reward_fn, if given instead, the sampled tokens themselves.
     """
     from transformers import GenerationConfig
 
@@ -101,16 +105,65 @@ def rollout(actor, ref, value_head, tokenizer, prompts: list[str], reward_fn: Re
     logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
 
     texts = tokenizer.batch_decode(torch.where(mask, responses, tokenizer.pad_token_id), skip_special_tokens=True)
-    scores = torch.as_tensor(reward_fn(prompts, texts), dtype=torch.float32).to(device).reshape(-1)
-
-    # Per-token reward: -beta * KL at every token, plus the RM score at the last token (InstructGPT eq. 2).
+    # Per-token reward: -beta * KL at every token, plus the RM score at the last token (InstructGPT eq. 2), or
+    # with token_reward_fn (dense mode) the RM's reward of every response token; scores: the RM's sum per response
     kl = torch.where(mask, logprobs - ref_logprobs, 0.0)
     rewards = -kl_coef * kl
-    last = mask.sum(1) - 1  # >= 0: the first response token is always valid
-    rewards[torch.arange(len(prompts), device=device), last] += scores
+    if token_reward_fn is not None:
+        dense = dense_rewards(token_reward_fn, sequences, attention_mask, prompt_len, mask, tokenizer.eos_token_id,
+                              tokenizer.pad_token_id)
+        rewards = rewards + dense
+        scores = dense.sum(1)
+    else:
+        scores = torch.as_tensor(reward_fn(prompts, texts), dtype=torch.float32).to(device).reshape(-1)
+        last = mask.sum(1) - 1  # >= 0: the first response token is always valid
+        rewards[torch.arange(len(prompts), device=device), last] += scores
     return {"sequences": sequences, "attention_mask": attention_mask, "prompt_len": prompt_len, "mask": mask,
             "logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": torch.where(mask, values, 0.0),
             "rewards": rewards, "scores": scores, "kl": kl.sum(1), "texts": texts}
+
+
+def reward_model_rows(sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, mask: torch.Tensor,
+                      eos_token_id: int, pad_token_id: int):
+    """The rollout's rows as a reward model was trained on them: prompt + response + eos, padded on the right.
+
+    A rollout row is [left pads, prompt, response up to its first eos, what generate padded after it]; the RM
+    reads the real prompt tokens, then the response tokens (mask), then an eos where the response was cut at
+    max_new_tokens (the RM never saw a text without one). Returns (input_ids, attention_mask, first, added_eos):
+    first[i] is the position of row i's first response token, added_eos[i] whether an eos was appended to it.
+    """
+    rows, first, added = [], [], []
+    for i in range(len(sequences)):
+        prompt = sequences[i, :prompt_len][attention_mask[i, :prompt_len].bool()]
+        response = sequences[i, prompt_len:][mask[i]]
+        cut = bool(response[-1] != eos_token_id)
+        rows.append(torch.cat([prompt, response, response.new_tensor([eos_token_id] * cut)]))
+        first.append(len(prompt))
+        added.append(cut)
+    width = max(len(r) for r in rows)
+    input_ids = sequences.new_full((len(rows), width), pad_token_id)
+    rm_mask = torch.zeros_like(input_ids)
+    for i, r in enumerate(rows):
+        input_ids[i, :len(r)] = r
+        rm_mask[i, :len(r)] = 1
+    return input_ids, rm_mask, first, added
+
+
+def dense_rewards(token_reward_fn: TokenRewardFn, sequences: torch.Tensor, attention_mask: torch.Tensor,
+                  prompt_len: int, mask: torch.Tensor, eos_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """[batch, response tokens] rewards: the RM's reward of each sampled response token (the mean mu_t of the state
+    after it, AVA paper Eq. 19), 0 on masked tokens. A response cut at max_new_tokens is scored with an eos appended,
+    as the RM was trained; that eos's reward goes to the last sampled token, so every response's sum is its
+    `curate eval rm --reward-mode dense` score. The tokens before it do not see it (causal attention)."""
+    input_ids, rm_mask, first, added = reward_model_rows(sequences, attention_mask, prompt_len, mask, eos_token_id,
+                                                         pad_token_id)
+    mu = token_reward_fn(input_ids, rm_mask).to(device=mask.device, dtype=torch.float32)
+    out = torch.zeros(mask.shape, device=mask.device)
+    for i, n in enumerate(mask.sum(1).tolist()):
+        out[i, :n] = mu[i, first[i]:first[i] + n]
+        if added[i]:
+            out[i, n - 1] += mu[i, first[i] + n]
+    return out
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):

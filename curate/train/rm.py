@@ -224,7 +224,7 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     from . import ava
     from .data import load_preferences, with_strength
     from .meta import load_shifted
-    from .reward import load_reward_model
+    from .reward import load_reward_model, replaced_head
 
     messages = Messages(config.quiet)
     say = messages.say
@@ -269,6 +269,9 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     model, tokenizer, pad_token_set = load_reward_model(base, kind="rm-base")
     if pad_token_set:
         say(f"the tokenizer of {config.base} has no pad token: using its eos token {tokenizer.eos_token!r} as pad")
+    if replaced_head(model):
+        say(f"{config.base} is an AVA reward model: its (mean, log-scale) head is "
+            + ("kept" if config.objective == "ava" else "replaced by a fresh one-output head for Bradley-Terry"))
     q_head, owned = None, []
     if config.objective == "ava":  # a (mean, log-scale) head per token, Q-values from the LM head
         model, q_head, owned = ava.prepare(model, base.folder)
