@@ -271,15 +271,9 @@ def test_train_ppo_dense_records_the_mode(models, tmp_path, cli):
 
 
 # -- curate run ------------------------------------------------------------------------------------
-def test_run_config_with_ava_reward_models_needs_a_ppo_reward_mode(tmp_path, monkeypatch):
+def test_run_config_with_ava_reward_models_needs_a_ppo_reward_mode(tmp_path):
     from curate.run import config as run_config
-    from curate.settings import setting
 
-    @dataclass
-    class RMWithObjective(run_config.RMSection):  # [rm] objective arrives with the AVA trainer (issue #17)
-        objective: str = setting("bt", "Reward-model objective.", choices=("bt", "ava"))
-
-    monkeypatch.setitem(run_config.SECTIONS, "rm", RMWithObjective)
     path = tmp_path / "c.toml"
     path.write_text('[data]\nsources = ["demo"]\n\n[rm]\nobjective = "ava"\n', encoding="utf-8")
     with pytest.raises(CurateError, match=r"c.toml: \[ppo\] reward_mode is missing: \[rm\] objective = \"ava\""):

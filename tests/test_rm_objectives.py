@@ -11,6 +11,7 @@ import pytest
 from curate.errors import CurateError
 
 from .conftest import write_jsonl
+from .test_generate import tiny  # noqa: F401 - the tiny byte-level BPE policy, a session fixture
 from .test_rm import base, rm_config, rm_ws  # noqa: F401 - the tiny model and workspace fixtures
 
 torch = pytest.importorskip("torch")
@@ -306,3 +307,41 @@ def test_metarm_without_usable_shifted_generations(spec, message, base, shifted,
     with pytest.raises(CurateError, match=message):
         train_rm(rm_config(base, tmp_path / "x", subset="gb", workspace=str(shifted.root), meta=True,
                            shifted_generations=spec))
+
+
+# -- curate run with the objectives ----------------------------------------------------------------------
+def test_a_run_trains_ava_with_metarm_and_ppo_reads_its_dense_rewards(tmp_path, tiny):  # noqa: F811
+    """[rm] objective = "ava", meta = true and [ppo] reward_mode = "dense" through one FRFT iteration: the reward
+    model is AVA's, its MetaRM samples are the iteration's own generations, PPO logs the dense mode."""
+    from curate.run import Runner
+    from curate.run.config import load
+
+    from .conftest import hh_row
+    from .test_run import toml
+
+    rows = [hh_row(f"question {i} about topic {i % 7} ?", f"answer {i % 5} is good", f"answer {i % 5} is bad")
+            for i in range(40)]
+    data = write_jsonl(tmp_path / "data" / "toy" / "train.jsonl", rows[:32])
+    held = write_jsonl(tmp_path / "data" / "toy" / "test.jsonl", rows[32:])
+    cfg = {
+        "run": {"name": "obj", "workspace": str(tmp_path / "ws"), "alpha": 1, "strategies": ["positive"],
+                "baseline": "", "seed": 0},
+        "data": {"sources": [str(data), str(held)], "sft_fraction": 0.25, "split": "train", "eval_split": "test"},
+        "sft": {"model": str(tiny[0]), "max_steps": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+        "generate": {"max_new_tokens": 6, "batch_size": 8, "chat_template": False, "limit": 8, "samples": 2},
+        "filter": {"eps": 2.0, "size": 6},
+        "rm": {"batch_size": 4, "max_length": 64, "lr": 1e-3, "eval_pairs": 4, "objective": "ava", "meta": True,
+               "meta_lr": 1e-3},
+        "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 1, "max_new_tokens": 4, "ppo_epochs": 1,
+                "dtype": "float32", "reward_mode": "dense"},
+    }
+    path = tmp_path / "obj.toml"
+    path.write_text(toml(cfg), encoding="utf-8")
+    runner = Runner(load(path), quiet=True)
+    runner.execute()
+    rm_dir = next((tmp_path / "ws").rglob("rm-it1"))
+    rec = json.loads((rm_dir / "curate_train.json").read_text())
+    assert rec["objective"]["name"] == "ava" and rec["objective"]["meta"]["iteration"] == 1
+    assert rec["objective"]["meta"]["prompts"] > 0
+    log = [json.loads(x) for x in next((tmp_path / "ws").rglob("ppo-it1/log.jsonl")).read_text().splitlines()]
+    assert log and all(r["reward_mode"] == "dense" for r in log)

@@ -259,7 +259,7 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
         raise bad("[ppo] batch_size", f"{cfg.ppo.batch_size} must be a multiple of mini_batch_size "
                   f"{cfg.ppo.mini_batch_size}.")
     # [rm] objective comes with issue #17's AVA trainer; until then every reward model is Bradley-Terry
-    objective = getattr(cfg.rm, "objective", "bt")
+    objective = cfg.rm.objective
     if objective == "ava" and not cfg.ppo.reward_mode:
         raise bad("[ppo] reward_mode", "is missing: [rm] objective = \"ava\" trains reward models with a Gaussian "
                   "reward per token, so say how PPO and the reward models' evaluation read them: reward_mode = "
@@ -279,7 +279,7 @@ def _check_values(cfg: RunConfig, locate: Callable[[str, str | None], str]) -> N
     from ..train.rm_trainer import check_options
 
     try:  # an objective's option without its objective; the run names the shifted generations itself
-        check_options(replace(cfg.rm, shifted_generations="the iteration's own" if cfg.rm.meta else None))
+        check_options(replace(cfg.rm, shifted_generations="it1" if cfg.rm.meta else None))
     except CurateError as e:
         raise bad("[rm] objective", f"settings: {e}") from None
 

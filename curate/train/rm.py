@@ -276,6 +276,8 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
     q_head, owned = None, []
     if config.objective == "ava":  # a (mean, log-scale) head per token, Q-values from the LM head
         model, q_head, owned = ava.prepare(model, base.folder)
+        if "margin" in rows.dataset.column_names and config.margin == "data":
+            say("AVA's CER term has no margin: the data's `margin` column is not used")
     meta = None
     if config.meta:
         meta = load_shifted(config.workspace, config.shifted_generations, tokenizer, config.max_length,

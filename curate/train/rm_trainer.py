@@ -276,6 +276,10 @@ def check_options(config) -> None:
     if config.meta and not config.shifted_generations:
         raise CurateError("--meta needs the shifted policy's samples (MetaRM, section 3.2): --shifted-generations "
                           "it<N> names the generations of a later iteration (or <branch>:it<N>).")
+    if config.meta:
+        from .meta import parse_spec
+
+        parse_spec(config.shifted_generations)  # a malformed SPEC fails before any model loads
     if config.objective == "ava":
         bt_only = [flag for flag, on in (("--label-smoothing", config.label_smoothing),
                                          ("--smooth-incorrect", config.smooth_incorrect),
