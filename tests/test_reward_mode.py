@@ -5,7 +5,6 @@ last token) or `dense` (the mean at every response token), everywhere a reward m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
