@@ -199,3 +199,15 @@ def hand_scored_ws(cli, tmp_path: Path) -> Workspace:
     ws.name_of = {v: k for k, v in ids.items()}
     ws.src = src
     return ws
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny models: threads spinning against a busy CPU made such files 10x slower.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

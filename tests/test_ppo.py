@@ -17,13 +17,7 @@ WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "good", "bad", "bi
 PROMPTS = ["the cat sat", "a dog ran on the mat", "one two", "red blue big", "the small dog", "five six four three"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: these models are tiny, and threads spinning against a busy CPU made the file 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny models, one thread
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ PROMPTS = [transcript("how do I bake bread?") + "\n\nAssistant:", transcript("th
 RESPONSES = [" Mix flour, water and yeast, then bake it.", " You're welcome.", " bake"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny models, one thread
 
 
 def reward_model(policy: Path, folder: Path, ava: bool, seed: int = 0) -> Path:
