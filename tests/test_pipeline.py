@@ -67,7 +67,8 @@ def test_the_frft_selection_end_to_end(cli, real_files, tmp_path, monkeypatch):
     ok(cli("export", "frft-positive-it1", "-w", ws, "-q"))
     from datasets import load_dataset
 
-    ds = load_dataset(str(tmp_path / "datasets_out" / "frft-positive-it1"))["train"]
+    # a cache of its own: datasets' shared cache served a stale copy of an earlier export of this path
+    ds = load_dataset(str(tmp_path / "datasets_out" / "frft-positive-it1"), cache_dir=str(tmp_path / "hf"))["train"]
     assert ds["pair_id"] == expect
     row = ds[0]
     full = query(ws, "select chosen_full from pairs where pair_id = $p", {"p": row["pair_id"]})[0][0]

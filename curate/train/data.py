@@ -92,15 +92,17 @@ def _from_path(path: Path) -> Rows:
     if not path.exists():
         raise CurateError(f"{path} does not exist: give an exported folder (`curate export SUBSET`), a .parquet "
                           "or a .jsonl file.")
+    # read afresh, never from datasets' cache: a re-exported folder at the same path once loaded as its stale copy
+    fresh = {"download_mode": datasets.DownloadMode.FORCE_REDOWNLOAD}
     try:
         if path.is_dir():
-            loaded = datasets.load_dataset(str(path))
+            loaded = datasets.load_dataset(str(path), **fresh)
             split = "train" if "train" in loaded else next(iter(loaded))
             ds = loaded[split]
         elif path.suffix == ".parquet":
-            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+            ds = datasets.load_dataset("parquet", data_files=str(path), split="train", **fresh)
         elif path.suffix in (".jsonl", ".json") or path.name.endswith((".jsonl.gz", ".json.gz")):
-            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+            ds = datasets.load_dataset("json", data_files=str(path), split="train", **fresh)
         else:
             raise CurateError(f"{path}: unknown data format; give a folder, a .parquet or a .jsonl file.")
     except CurateError:
