@@ -25,10 +25,10 @@ OUTPUTS = ("mean", "log_scale")
 
 def is_ava(folder) -> bool:
     """Whether a saved model is an AVA reward model (its config.json says so)."""
+    from ..models import reward_objective
+
     cfg = Path(folder) / "config.json"
-    if not cfg.is_file():
-        return False
-    return (json.loads(cfg.read_text(encoding="utf-8")).get("curate_reward") or {}).get("objective") == "ava"
+    return cfg.is_file() and reward_objective(json.loads(cfg.read_text(encoding="utf-8"))) == "ava"
 
 
 def prepare(model, base_folder) -> tuple:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["reward_objective", "check_mode", "resolve_mode", "load_reward_model", "replaced_head", "score",
-           "token_rewards", "response_span", "token_ids", "spaced"]
+           "token_rewards", "token_outputs", "response_span", "token_ids", "spaced"]
 REWARD_MODES = ("final", "dense")
 MODE_HELP = ("How an AVA reward model's per-token Gaussian rewards become rewards: final (the mean at the last "
              "token) or dense (the mean at every response token; one number per response: their sum). Required "
@@ -165,9 +165,15 @@ def token_rewards(model, input_ids: "torch.Tensor", attention_mask: "torch.Tenso
         raise CurateError(f"{model.name_or_path}: per-token rewards need a `score` head with {OUTPUTS['ava']} "
                           f"outputs (mean, log-scale), as an AVA reward model has; this model has "
                           f"{getattr(head, 'out_features', 'no such head')}.")
+    return token_outputs(model, input_ids, attention_mask)[1][..., 0].float()
+
+
+def token_outputs(model, input_ids, attention_mask):
+    """(hidden [B, T, H], head outputs [B, T, labels]): what the model's sequence-classification forward computes
+    before it picks the last token (the RM trainer's losses and token_rewards read them)."""
     backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    return head(hidden)[..., 0].float()
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return hidden, model.score(hidden)
 
 
 def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 8,

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .reward import token_outputs
+
 
 @dataclass
 class Terms:
@@ -49,14 +51,6 @@ def last_token(input_ids, pad_token_id: int):
 
     positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
     return (positions * (input_ids != pad_token_id).int()).argmax(-1)
-
-
-def token_outputs(model, input_ids, attention_mask):
-    """(hidden [B, T, H], head outputs [B, T, labels]): what the model's sequence-classification forward computes
-    before it picks the last token."""
-    backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    return hidden, model.score(hidden)
 
 
 def trainer_class():
