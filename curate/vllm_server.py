@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -51,6 +52,7 @@ START_TIMEOUT_S = 900.0  # the CPU build compiles the model at start: 80 s to se
 KV_CACHE_GIB = 4  # the CPU build's KV cache (VLLM_CPU_KVCACHE_SPACE), unless the user set it: room for 32
 # prompts of 1,000 tokens with 2 samples of a 135M-1B model, far below the 90% of RAM vLLM takes by default
 LOG_TAIL_LINES = 25
+IDLE_WAIT_S = 120.0  # how long a connecting run waits for others' requests to finish (wait_idle)
 
 # Asks a python what vLLM it has and which device vLLM will use there, without importing vLLM (seconds).
 _PROBE = """
@@ -206,6 +208,38 @@ class VllmServer:
             raise CurateError(f"vLLM at {self.base_url} failed a batch of {len(prompts)} prompts: {e}{tail}") from e
         texts = [c.text for c in sorted(r.choices, key=lambda c: c.index)]  # index = prompt * n + sample
         return [texts[i * n:(i + 1) * n] for i in range(len(prompts))], (r.usage.completion_tokens if r.usage else 0)
+
+    def load(self) -> int | None:
+        """Requests the server is running or queueing now (its Prometheus /metrics), None where it does not say."""
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        try:
+            with urllib.request.urlopen(root + "/metrics", timeout=5) as r:
+                text = r.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        found = re.findall(r"^vllm:num_requests_(?:running|waiting)(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", text, re.M)
+        return round(sum(float(v) for v in found)) if found else None
+
+    def wait_idle(self, timeout: float = IDLE_WAIT_S, status=None) -> bool:
+        """Wait until the server has no request of anyone else's in flight; False if it is still busy at timeout.
+
+        vLLM batches concurrent requests into one step, and a step's numerics (so a seeded sample) depend on what
+        shares it: a batch is reproducible only on an otherwise idle server. The usual other request is the
+        last batch of a run that was killed (the server finishes it after the client is gone)."""
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            n = self.load()
+            if not n:  # 0, or a server without metrics: nothing to wait for that curate can see
+                return True
+            if time.monotonic() > deadline:
+                return False
+            if not told and status:
+                status(f"the vLLM server at {self.base_url} is busy with {n} request(s) (another client, or a stopped "
+                       f"run's last batch); waiting up to {timeout:.0f} s for it, since vLLM's samples depend on what "
+                       "shares a step")
+                told = True
+            time.sleep(0.5)
 
     def model(self, name: str | None = None) -> dict:
         """The served model called `name` (the only one, when None)."""
