@@ -3,10 +3,15 @@
 A trainer writes into a temporary sibling folder, renamed into place only when the model and its record are
 complete (curate.atomic.staged_dir). An existing checkpoint is kept unless the caller asked to replace it
 (`--force`), and then it is replaced only once the new one is done.
+
+Under `accelerate launch` every process runs the trainer: the main process alone makes the temporary folder, tells
+the others its name, writes the tokenizer and the record, and renames it once every process is done (a DeepSpeed
+ZeRO-3 save gathers the weights from all of them into the main process's files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -56,14 +61,62 @@ def check_output(output: str | os.PathLike, overwrite: bool) -> Path:
     return out
 
 
+def process_state():
+    """accelerate's PartialState: this process's index and the number of processes (1 without `accelerate launch`).
+
+    On the CPU when no GPU is visible, as the trainers' use_cpu: a state made without it would see a one-process run
+    in each process that torchrun starts on a machine without GPUs (and every one of them would write the output).
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 @contextmanager
 def staged_output(output: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder to write the checkpoint into; on success it replaces `output`."""
+    """Yield a temporary folder to write the checkpoint into; on success it replaces `output`.
+
+    Several processes (`accelerate launch`) share the main process's folder; it is renamed once all are done."""
     out = check_output(output, overwrite)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty folder (made by hand, or by a run that failed) holds nothing to keep
-    with staged_dir(out, replace=overwrite, refuse=_refuse) as tmp:
+    state = process_state()
+    with contextlib.ExitStack() as stack:
+        tmp = None
+        if state.is_main_process:
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # an empty folder (made by hand, or by a run that failed) holds nothing to keep
+            tmp = stack.enter_context(staged_dir(out, replace=overwrite, refuse=_refuse))
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            tmp = Path(broadcast_object_list([str(tmp) if tmp else None])[0])
         yield tmp
+        state.wait_for_everyone()  # every process's share of the save is in tmp before the main one renames it
+    state.wait_for_everyone()  # and no process returns before the output is in place
+
+
+def processes_record(args) -> dict:
+    """What a record says of the processes a transformers Trainer ran on (TrainingArguments `args`)."""
+    return {"processes": args.world_size,
+            "global_batch_size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps}
+
+
+def rows_seen(rows: int, batch_size: int, steps: int, processes: int = 1) -> int:
+    """Rows the optimiser saw in `steps` steps of `batch_size` rows per process over `rows` rows, epoch after epoch
+    (a --max-steps run may see fewer than the pairs there are). One process: the last batch of an epoch may be
+    short. Several: accelerate deals the batches out in turn and completes every process's last batch of an epoch
+    with the epoch's first rows (even_batches), so every step sees processes * batch_size rows, a few twice."""
+    if processes > 1:
+        return steps * processes * batch_size
+    per_epoch = -(-rows // batch_size)  # steps in one epoch
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * rows + min(rest * batch_size, rows)
+
+
+def steps_per_epoch(rows: int, batch_size: int, processes: int = 1) -> int:
+    """Optimizer steps in one epoch of `rows` rows: batches of `batch_size` dealt to `processes` processes in turn."""
+    batches = -(-rows // batch_size)
+    return -(-batches // processes)
 
 
 def write_record(folder: Path, record: dict) -> dict:
@@ -79,7 +132,7 @@ class Messages(list):
 
     def __init__(self, quiet: bool):
         super().__init__()
-        self.quiet = quiet
+        self.quiet = quiet or not process_state().is_main_process  # several processes: one says it
 
     def say(self, msg: str) -> None:
         self.append(msg)
@@ -116,6 +169,7 @@ def show_progress(trainer, quiet: bool, what: str) -> None:
         def on_train_end(self, args, state, control, **kwargs):
             self.stack.close()
 
+    quiet = quiet or not trainer.is_world_process_zero()  # several processes: one bar
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(CurateProgress())

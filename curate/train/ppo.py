@@ -4,11 +4,20 @@ TRL dropped its PPOTrainer in 1.13 (issue #6), so this file and curate.train.ppo
 
     python -m curate.train.ppo --policy sft/ --reward rm/ --output ppo/ --prompts prompts.jsonl
     python -m curate.train.ppo --policy sft/ --reward rm/ --output ppo/ -w workspace   # the `pref` prompts
-    accelerate launch -m curate.train.ppo --policy sft/ --reward rm/ --output ppo/ ...   # several GPUs
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m curate.train.ppo --policy sft/ ...
     curate train ppo --policy checkpoints/sft --reward checkpoints/rm-it1 --output checkpoints/ppo-it1
 
-Rerunning with the same --output resumes from `<output>/trainer_state.json`. From Python:
-`train_ppo(PPOConfig(...), prompts=[...], reward_fn=f)` where `f(prompts, responses) -> tensor of scores`.
+Rerunning with the same --output resumes from `<output>/trainer_state.json` (on as many processes as it was saved
+from). From Python: `train_ppo(PPOConfig(...), prompts=[...], reward_fn=f)` where `f(prompts, responses) -> tensor
+of scores`.
+
+Under `accelerate launch` (data parallel: each process holds the actor, reference, critic and reward model), every
+step draws one global batch of --batch-size x processes prompts from one seeded stream and each process takes its
+slice, so a run on P processes sees the prompts that one process with P times the --batch-size sees. Advantages are
+whitened with the global batch's statistics, the losses are means over the global minibatch's tokens (each process
+divides its sum by the global count / P; data parallelism averages the gradients), logged metrics are reduced over
+the processes, and only the main process writes the output folder. DeepSpeed and FSDP are refused: this trainer is
+the single-node, whole-model-per-GPU one (the README says when to move to OpenRLHF or verl).
 
 The models: the actor (the policy being trained), a frozen reference (a copy of its initial weights, for the KL
 penalty), the critic (a linear value head on the actor's last hidden states, detached: the value loss trains the
@@ -28,6 +37,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -203,7 +213,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     import numpy as np
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from transformers import AutoModelForCausalLM
 
     from ..models import resolve_model, resolve_policy
@@ -215,7 +225,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     from .ppo_state import LOG_FILE, OPTIMIZER_FILE, STATE_FILE, save_checkpoint, set_rng_state
     from .reward import resolve_mode
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # the trainers' use_cpu: see process_state
     device = accelerator.device
     if not config.output:
         raise CurateError("--output is required: the folder for the PPO checkpoints.")
@@ -230,6 +240,15 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         raise CurateError("No reward: pass --reward DIR (a sequence-classification model with one label).")
     if prompts is None and config.prompts_file and not Path(config.prompts_file).is_file():
         raise CurateError(f"--prompts {config.prompts_file}: no such file (a .jsonl with a `prompt` field per line).")
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MEGATRON_LM):
+        raise CurateError(f"curate.train.ppo runs data parallel only (a whole actor, reference and reward model per "
+                          f"process), not {accelerator.distributed_type.value}: launch it with "
+                          "configs/accelerate/multi_gpu.yaml. Models that need sharding belong in OpenRLHF or verl "
+                          "(README: Train on several GPUs).")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # each would train alone and all would write --output
+        raise CurateError(f"{launched} processes were launched but accelerate sees {accelerator.num_processes}: "
+                          "check the accelerate config (distributed_type) against the devices this machine has.")
     set_seed(config.seed, device_specific=True)
 
     # every model named, found before anything loads: a wrong one fails at once, the same way as everywhere
@@ -254,7 +273,9 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
         source = "argument"
     else:
         prompts, source = load_prompts(config.prompts_file, config.workspace)
-    prompt_rng = torch.Generator().manual_seed(config.seed + accelerator.process_index)
+    # one stream of prompt draws for all processes: each takes its slice of the global batch
+    prompt_rng = torch.Generator().manual_seed(config.seed)
+    rank, world = accelerator.process_index, accelerator.num_processes
 
     # model
     base = load_policy(ref_spec, device="cpu", dtype=config.dtype)
@@ -289,20 +310,26 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
     start, history = 0, []
     if resuming:
         state = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+        if len(state["rng"]) != world:  # its batches were --batch-size x that many: another count is another run
+            raise CurateError(f"{out} was trained on {len(state['rng'])} process(es); resume it on as many (accelerate "
+                              f"launch --num_processes {len(state['rng'])}), or train into a new --output.")
         start, kl_ctl.value = state["step"], state["kl_coef"]
-        accelerator.unwrap_model(value_head).load_state_dict(torch.load(out / "value_head.pt", map_location=device))
+        # read onto the CPU, copied to the device by load_state_dict (a CPU process's device, cpu:<rank>, is no
+        # location torch.load knows)
+        accelerator.unwrap_model(value_head).load_state_dict(torch.load(out / "value_head.pt", map_location="cpu"))
         if start < config.steps:  # a finished run has nothing to train (its last checkpoint may have no optimizer)
             if not (out / OPTIMIZER_FILE).is_file():
                 raise CurateError(f"{out} holds the last checkpoint of a finished run, saved without its optimizer "
                                   f"state (--no-final-optimizer): it cannot continue past step {start}. Train into a "
                                   "new --output, from this folder as --policy.")
-            opt_state = torch.load(out / OPTIMIZER_FILE, map_location=device, weights_only=False)
+            opt_state = torch.load(out / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
             actor_opt.load_state_dict(opt_state["actor"])
             critic_opt.load_state_dict(opt_state["critic"])
-        set_rng_state(state["rng"][accelerator.process_index], prompt_rng)
+        set_rng_state(state["rng"][rank], prompt_rng)
         if (out / LOG_FILE).is_file():  # rows logged after the checkpoint belong to steps that will be redone
             rows = [json.loads(line) for line in (out / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
             history = [r for r in rows if r["step"] <= start]
+    accelerator.wait_for_everyone()  # every process has read the log before the main one rewrites it
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to start leaves no empty folder
         record = {
@@ -312,13 +339,18 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
             "reward": config.reward or f"python:{getattr(reward_fn, '__qualname__', 'reward_fn')}",
             "reward_mode": reward_mode,
             "prompts": {"source": source, "count": len(prompts)},
-            "processes": accelerator.num_processes,
+            "processes": world,
+            "global_batch_size": config.batch_size * world,
             "resumed_from_step": start if resuming else None,
         }
         write_record(out, record)
         (out / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
 
     unwrapped = accelerator.unwrap_model(actor)
+
+    def sum_all(t: torch.Tensor) -> torch.Tensor:  # over the processes
+        return accelerator.reduce(t, reduction="sum") if world > 1 else t
+
     def latest(seconds: float, sums: dict, last: dict) -> str:
         return f"reward {last['reward']:.3f} kl {last['kl']:.3f}"
 
@@ -330,25 +362,28 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
             t0 = time.perf_counter()
             # rollout: dropout off, so the sampled tokens' log-probs are exactly the policy's
             unwrapped.eval()
-            picks = torch.randint(len(prompts), (config.batch_size,), generator=prompt_rng)
-            batch_prompts = [prompts[i] for i in picks]
+            picks = torch.randint(len(prompts), (config.batch_size * world,), generator=prompt_rng)
+            batch_prompts = [prompts[i] for i in picks[rank * config.batch_size:(rank + 1) * config.batch_size]]
             roll = rollout(unwrapped, reference, value_head, tokenizer, batch_prompts, reward_fn, config, kl_ctl.value,
                            device, token_reward_fn)
             mask = roll["mask"]
             advantages, returns = compute_gae(roll["rewards"], roll["values"], mask, config.gamma, config.lam)
             if config.whiten_advantages:
-                advantages = whiten(advantages, mask)
+                advantages = whiten(advantages, mask, sum_all)
 
             # update: several epochs of minibatches over this one batch
             actor.train(config.train_dropout)
             mb_stats = []
             for _ in range(config.ppo_epochs):
                 for idx in torch.randperm(config.batch_size, device=device).split(config.mini_batch_size):
+                    # the global minibatch's valid tokens per process: each process's sum over this is its share
+                    # of the global mean, and the gradients' average over the processes is the global mean's
+                    n_tokens = sum_all(mask[idx].sum().float()).clamp(min=1) / world
                     logprobs, logits, values = forward(actor, roll["sequences"][idx], roll["attention_mask"][idx],
                                                        roll["prompt_len"], value_head, config.temperature)
                     pg_loss, vf_loss, stats = ppo_loss(logprobs, roll["logprobs"][idx], values, roll["values"][idx],
                                                        advantages[idx], returns[idx], mask[idx], config.cliprange,
-                                                       config.cliprange_value)
+                                                       config.cliprange_value, n_tokens)
                     # the value head sees detached hidden states: vf_loss trains only it, pg_loss only the actor
                     accelerator.backward(pg_loss + vf_loss)
                     if config.max_grad_norm:
@@ -357,7 +392,7 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
                     for optimizer in (actor_opt, critic_opt):
                         optimizer.step()
                         optimizer.zero_grad()
-                    stats["entropy"] = entropy(logits.detach(), mask[idx])
+                    stats["entropy"] = entropy(logits.detach(), mask[idx], n_tokens)
                     mb_stats.append({"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **stats})
 
             # log: means over processes; *_first is the first minibatch, where the policy is still the rollout policy
@@ -369,10 +404,14 @@ def train_ppo(config: PPOConfig, prompts: list[str] | None = None, reward_fn: Re
                 **{k: float(np.mean([s[k] for s in mb_stats])) for k in ("entropy", "clipfrac", "approx_kl", "vf_loss",
                                                                         "pg_loss")},
                 "clipfrac_first": mb_stats[0]["clipfrac"],
-                "ratio_max_dev_first": mb_stats[0]["ratio_max_dev"],
             }
+            # the same number of rows per process: the mean of the processes' means is the global batch's (the
+            # token statistics are already shares of the global ones)
             reduced = accelerator.reduce(torch.tensor(list(local.values()), device=device), reduction="mean")
-            row = {"step": step, **{k: round(v, 6) for k, v in zip(local, reduced.tolist(), strict=True)},
+            local["ratio_max_dev_first"] = accelerator.gather(torch.tensor([mb_stats[0]["ratio_max_dev"]],
+                                                                           device=device)).max().item()
+            reduced = [*reduced.tolist(), local["ratio_max_dev_first"]]
+            row = {"step": step, **{k: round(v, 6) for k, v in zip(local, reduced, strict=True)},
                    "kl_coef": kl_ctl.value, "seconds": round(time.perf_counter() - t0, 3), "reward_mode": reward_mode}
             kl_ctl.update(row["kl"], config.batch_size * accelerator.num_processes)
             history.append(row)

@@ -184,38 +184,46 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
     return advantages, advantages + values
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, n_tokens: torch.Tensor | float | None = None) -> torch.Tensor:
+    """The mean over the valid tokens; n_tokens, if given, is the denominator instead of this mask's count (data
+    parallel: the global count over the number of processes, so that the processes' mean is the global mean)."""
     # where, not x * mask: a masked entry may be inf or nan and must not leak into the mean or its gradient
-    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+    total = torch.where(mask, x, 0.0).sum()
+    return total / (mask.sum().clamp(min=1) if n_tokens is None else n_tokens)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the valid tokens; masked tokens become 0."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def whiten(x: torch.Tensor, mask: torch.Tensor, sum_all: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """Zero mean, unit variance over the valid tokens; masked tokens become 0.
+
+    sum_all (data parallel): sums a tensor over the processes, so the statistics are those of the global batch."""
+    sum_all = sum_all or (lambda t: t)
+    count = sum_all(mask.sum().float()).clamp(min=1)
+    mean = sum_all(torch.where(mask, x, 0.0).sum()) / count
+    var = sum_all(torch.where(mask, (x - mean) ** 2, 0.0).sum()) / count
     return torch.where(mask, (x - mean) * torch.rsqrt(var + 1e-8), 0.0)
 
 
 def ppo_loss(logprobs, old_logprobs, values, old_values, advantages, returns, mask, cliprange: float,
-             cliprange_value: float):
-    """The clipped surrogate and the clipped value loss (Schulman et al. 2017, eq. 7), averaged over valid tokens."""
+             cliprange_value: float, n_tokens: torch.Tensor | float | None = None):
+    """The clipped surrogate and the clipped value loss (Schulman et al. 2017, eq. 7), averaged over valid tokens
+    (over n_tokens of them when given: see masked_mean)."""
     log_ratio = torch.where(mask, logprobs - old_logprobs, 0.0)
     ratio = torch.exp(log_ratio)
     pg_losses = -advantages * ratio
     pg_losses_clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
-    pg_loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mask)
+    pg_loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mask, n_tokens)
 
     values_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (values_clipped - returns) ** 2), mask)
+    vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (values_clipped - returns) ** 2), mask, n_tokens)
 
     stats = {
-        "clipfrac": masked_mean((pg_losses_clipped > pg_losses).float(), mask).item(),
-        "approx_kl": 0.5 * masked_mean(log_ratio**2, mask).item(),
+        "clipfrac": masked_mean((pg_losses_clipped > pg_losses).float(), mask, n_tokens).item(),
+        "approx_kl": 0.5 * masked_mean(log_ratio**2, mask, n_tokens).item(),
         "ratio_max_dev": torch.where(mask, (ratio - 1).abs(), 0.0).max().item(),
     }
     return pg_loss, vf_loss, stats
 
 
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> float:
+def entropy(logits: torch.Tensor, mask: torch.Tensor, n_tokens: torch.Tensor | float | None = None) -> float:
     logp = torch.log_softmax(logits, -1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask).item()
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask, n_tokens).item()

@@ -45,6 +45,8 @@ from .checkpoint import (
     check_output,
     logging_steps_setting,
     overwrite_setting,
+    processes_record,
+    rows_seen,
     show_progress,
     staged_output,
     write_record,
@@ -317,9 +319,8 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
         if config.objective == "ava":
             ava.mark(model, objective["settings"])
 
-        # save
+        # save: every process (a ZeRO-3 save gathers the weights), but only the main one writes
         trainer.save_model(str(staging))
-        tokenizer.save_pretrained(str(staging))
         record = {
             "kind": "reward_model",
             "loss": objective["loss"],
@@ -333,13 +334,16 @@ def train_rm(config: RMConfig, callbacks: list | None = None) -> RMResult:
             "base_model_id": base.model_id,
             "config": asdict(config),
             "bf16_autocast": use_bf16,
+            **processes_record(trainer.args),
             "counts": dict(counts) | {"trained_rows": len(train_ds)},
             "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id, "set_to_eos": pad_token_set},
             "metrics": metrics,
             "started_at": started,
             "finished_at": utcnow(),
         }
-        record = write_record(staging, record)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(staging))
+            record = write_record(staging, record)
     return RMResult(output, counts["rows"], len(train_ds), counts["dropped_long"], counts["truncated"],
                     pad_token_set, metrics, record, time.perf_counter() - t0, messages)
 
@@ -370,7 +374,9 @@ def _fit(config: RMConfig, model, tokenizer, train_ds, output_dir: Path, use_bf1
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
         out = trainer.train()
     logged = [h for h in trainer.state.log_history if "accuracy" in h]
-    metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step}
+    steps = trainer.state.global_step
+    metrics = {"train_loss": out.training_loss, "steps": steps,
+               "rows_seen": rows_seen(len(train_ds), config.batch_size, steps, args.world_size)}
     if logged:  # the last log's averages, and each term of the composed loss where there is one
         metrics.update({k: v for k, v in logged[-1].items() if k in LOGGED})
     return trainer, metrics, started

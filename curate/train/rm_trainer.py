@@ -75,13 +75,26 @@ def trainer_class():
 
         # -- one step ------------------------------------------------------------------------------------
         def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = self._step(model, inputs, num_items_in_batch)
+            if self.extra_parameters and self.accelerator.num_processes > 1:
+                # outside the wrapped model, so data parallelism does not average their gradients: do it here
+                # (a mean per micro-batch: the mean of what accumulated before is itself)
+                for p in self.extra_parameters:
+                    if p.grad is not None:
+                        p.grad.copy_(self.accelerator.reduce(p.grad, reduction="mean"))
+            return loss
+
+        def _step(self, model, inputs, num_items_in_batch):
             if self.terms.meta is None:
                 return super().training_step(model, inputs, num_items_in_batch)
             # MetaRM, Algorithm 1: ascend J on the shifted samples, take the ranking loss's gradient there, and
-            # give that gradient to the original parameters
+            # give that gradient to the original parameters. J's pass runs on the unwrapped model: every process
+            # draws the same meta batch (one seed) from the same weights, so theta' is the same everywhere without
+            # a data-parallel reduction (which autograd.grad would not trigger anyway)
             params = [p for p in model.parameters() if p.requires_grad]
             saved = [p.detach().clone() for p in params]
-            j = torch.stack([obj.difference(r) for r in self._meta_rewards(model)]).mean()
+            meta_rewards = self._meta_rewards(self.accelerator.unwrap_model(model))
+            j = torch.stack([obj.difference(r) for r in meta_rewards]).mean()
             grads = torch.autograd.grad(j, params, allow_unused=True)
             with torch.no_grad():
                 for p, g in zip(params, grads):

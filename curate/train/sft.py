@@ -30,6 +30,8 @@ from .checkpoint import (
     check_output,
     logging_steps_setting,
     overwrite_setting,
+    processes_record,
+    rows_seen,
     show_progress,
     staged_output,
     write_record,
@@ -70,14 +72,6 @@ class SFTResult:
     record: dict
     seconds: float
     messages: list[str] = field(default_factory=list)
-
-
-def rows_seen(rows: int, batch_size: int, steps: int) -> int:
-    """Rows the optimiser saw in `steps` steps of `batch_size` over `rows` rows, epoch after epoch (a --max-steps
-    run may see fewer than the pairs there are; the last batch of an epoch may be short). One device."""
-    per_epoch = -(-rows // batch_size)  # steps in one epoch
-    epochs, rest = divmod(steps, per_epoch)
-    return epochs * rows + min(rest * batch_size, rows)
 
 
 def train_sft(config: SFTConfig) -> SFTResult:
@@ -145,24 +139,27 @@ def train_sft(config: SFTConfig) -> SFTResult:
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for data
             out = trainer.train()
 
-        # save
+        # save: every process (a ZeRO-3 save gathers the weights), but only the main one writes
         trainer.save_model(str(staging))
-        tokenizer.save_pretrained(str(staging))
         steps = trainer.state.global_step
-        seen = rows_seen(len(rows.dataset), config.batch_size, steps)
+        seen = rows_seen(len(rows.dataset), config.batch_size, steps, args.world_size)
         metrics = {"train_loss": out.training_loss, "steps": steps, "rows_seen": seen}
-        record = write_record(staging, {
+        record = {
             "kind": "sft",
             "data": rows.source,
             "base_model": config.model,
             "base_model_id": base.model_id,
             "config": asdict(config),
+            **processes_record(args),
             "counts": {"rows": len(rows.dataset), "truncated": truncated, "rows_seen": seen},
             "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id, "set_to_eos": pad_token_set},
             "metrics": metrics,
             "started_at": started,
             "finished_at": utcnow(),
-        })
+        }
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(staging))
+            record = write_record(staging, record)
     return SFTResult(output, len(rows.dataset), truncated, pad_token_set, metrics, record,
                      time.perf_counter() - t0, messages)
 
