@@ -133,11 +133,15 @@ def test_ppo_refuses_to_resume_on_another_number_of_processes(ppo_runs, capsys):
 
 
 # -- reward model and SFT ----------------------------------------------------------------------------------
+def pairs_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": f"Human: question {i} about topic {i % 7} ? Assistant:", "chosen": f" answer {i % 5} is good",
+         "rejected": f" answer {i % 5} is bad"} for i in range(10)])
+
+
 def test_reward_model_on_two_processes(tmp_path):
     base = tiny_lm(tmp_path / "base", CORPUS)
-    rows = [{"prompt": f"Human: question {i} about topic {i % 7} ? Assistant:", "chosen": f" answer {i % 5} is good",
-             "rejected": f" answer {i % 5} is bad"} for i in range(10)]
-    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    data = pairs_file(tmp_path)
     out = tmp_path / "out" / "rm"
     launch("curate.train.rm", "--base", base, "--data", data, "--output", out, "--batch-size", 2, "--epochs", 1,
            "--max-length", 64, "--lr", 1e-3, "--quiet", cwd=tmp_path)
@@ -153,6 +157,20 @@ def test_reward_model_on_two_processes(tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert model(**tok("question 1 about topic 1 ? answer 1 is good", return_tensors="pt")).logits.shape == (1, 1)
+
+
+def test_ava_reward_model_on_two_processes(tmp_path):
+    """AVA reads the per-token outputs through the data-parallel wrapper's forward (the backbone called alone
+    failed on the wrapper, and would not have averaged the gradients) and trains a Q head outside it."""
+    base = tiny_lm(tmp_path / "base", CORPUS)
+    out = tmp_path / "out" / "rm"
+    launch("curate.train.rm", "--base", base, "--data", pairs_file(tmp_path), "--output", out, "--batch-size", 2,
+           "--epochs", 1, "--max-length", 64, "--objective", "ava", "--margin", "none", "--quiet", cwd=tmp_path)
+    record = json.loads((out / "curate_train.json").read_text())
+    assert record["processes"] == 2 and record["objective"]["name"] == "ava" and record["metrics"]["steps"] == 3
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.num_labels == 2  # mean, log-scale
 
 
 def test_sft_on_two_processes(cli, tmp_path):

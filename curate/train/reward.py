@@ -170,7 +170,15 @@ def token_rewards(model, input_ids: "torch.Tensor", attention_mask: "torch.Tenso
 
 def token_outputs(model, input_ids, attention_mask):
     """(hidden [B, T, H], head outputs [B, T, labels]): what the model's sequence-classification forward computes
-    before it picks the last token (the RM trainer's losses and token_rewards read them)."""
+    before it picks the last token (the RM trainer's losses and token_rewards read them).
+
+    A model wrapped for data parallelism (DDP, a DeepSpeed engine: `accelerate launch`) runs through the wrapper's
+    forward, which arms the gradients' all-reduce (the backbone called alone would train each process apart); the
+    last hidden state is then the forward's last hidden_states entry, the same tensor."""
+    if not hasattr(model, "base_model_prefix"):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
+        hidden = out.hidden_states[-1]
+        return hidden, model.module.score(hidden)
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     return hidden, model.score(hidden)
