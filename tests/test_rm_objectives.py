@@ -347,3 +347,14 @@ def test_a_run_trains_ava_with_metarm_and_ppo_reads_its_dense_rewards(tmp_path, 
     assert rec["objective"]["meta"]["prompts"] > 0
     log = [json.loads(x) for x in next((tmp_path / "ws").rglob("ppo-it1/log.jsonl")).read_text().splitlines()]
     assert log and all(r["reward_mode"] == "dense" for r in log)
+
+
+def test_ava_with_swav_keeps_its_q_head_out_of_the_prototypes(base, shifted, tmp_path):  # noqa: F811
+    """AVA's untied Q head and SwAV's prototypes are both trainer-owned parameters; only the prototypes are
+    renormalized onto the unit sphere each step (normalizing the Q head in place broke its backward)."""
+    from curate.train.rm import train_rm
+
+    result = train_rm(rm_config(base, tmp_path / "ava-swav", subset="gb", workspace=str(shifted.root),
+                                objective="ava", contrastive="swav", swav_prototypes=8))
+    rec = json.loads((result.output / "curate_train.json").read_text())
+    assert rec["objective"]["name"] == "ava" and "contrastive" in rec["metrics"]

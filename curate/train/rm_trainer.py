@@ -34,7 +34,8 @@ class Terms:
     contrastive_weight: float = 1.0
     contrastive_on: str = "pairs"
     contrastive_temperature: float = 0.05
-    swav: dict[str, float] = field(default_factory=dict)  # prototypes, epsilon, iterations
+    swav: dict[str, float] = field(default_factory=dict)  # epsilon, iterations
+    prototypes: Any = None  # SwAV's prototype vectors (a Parameter the optimizer also steps), with --contrastive swav
     meta: Any = None  # a curate.train.meta.MetaBatches, with --meta
     meta_lr: float = 0.0
 
@@ -203,8 +204,8 @@ def trainer_class():
             if t.contrastive == "simcse":
                 return obj.simcse(s1.float(), s2.float(), t.contrastive_temperature)
             with torch.no_grad():  # SwAV keeps its prototypes on the unit sphere
-                self.extra_parameters[0].copy_(torch.nn.functional.normalize(self.extra_parameters[0], dim=-1))
-            return obj.swav(s1.float(), s2.float(), self.extra_parameters[0], t.contrastive_temperature,
+                t.prototypes.copy_(torch.nn.functional.normalize(t.prototypes, dim=-1))
+            return obj.swav(s1.float(), s2.float(), t.prototypes, t.contrastive_temperature,
                             t.swav["epsilon"], int(t.swav["iterations"]))
 
         def _log_rewards(self, rewards, inputs):
@@ -324,8 +325,9 @@ def build_terms(config, model, meta=None) -> tuple[Terms, list]:
         set_dropout(model, config.contrastive_dropout)
     if config.contrastive == "swav":
         g = torch.Generator().manual_seed(config.seed)
-        extra.append(torch.nn.Parameter(torch.nn.functional.normalize(
-            torch.randn(config.swav_prototypes, model.config.hidden_size, generator=g), dim=-1)))
+        terms.prototypes = torch.nn.Parameter(torch.nn.functional.normalize(
+            torch.randn(config.swav_prototypes, model.config.hidden_size, generator=g), dim=-1))
+        extra.append(terms.prototypes)
     return terms, extra
 
 
