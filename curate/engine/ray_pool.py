@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..errors import CurateError
 
+WAIT_FOR_ACTORS_S = 1800  # loading a 7B model on every actor of a cluster takes minutes
 FAULT_ENV = "CURATE_ENGINE_FAULT"  # tests: a file path; the first actor call that finds it missing creates it and dies
 
 
@@ -118,13 +119,16 @@ class RayExecutor:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # curate's bar on the driver counts committed rows instead
         ctx.print_on_execution_start = False
+        # every actor has its model before the first shard goes out, and holds one shard at a time: shards are
+        # big units, so the pool shares them out evenly instead of queueing them on the first actor up
+        ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
         remote: dict[str, Any] = {}
         if os.environ.get(FAULT_ENV):
             remote["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
         items = [{"name": s.name, "payload": pickle.dumps(s.payload)} for s in shards]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(_Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(self.actors,
-                                                                                                  len(shards))),
+        ds = ds.map_batches(_Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(
+                                size=min(self.actors, len(shards)), max_tasks_in_flight_per_actor=1),
                             fn_constructor_kwargs={"job": job, "staging_dir": str(staging.folder)},
                             num_cpus=self.settings.cpus_per_actor, num_gpus=self.gpus_per_actor or None,
                             **remote)
