@@ -161,3 +161,13 @@ def test_unreachable_cluster_and_too_few_resources_are_one_line_errors(cluster, 
     with pytest.raises(CurateError, match="GPUs; 1 actors of 1 CPUs and 1 GPUs"):
         RayExecutor(EngineSettings(kind="ray", actors=1, gpus_per_actor=1))
     assert RayExecutor(EngineSettings(kind="ray")).actors == 2  # as many as fit
+    # a fresh process (this one has joined the test cluster): an address nobody answers fails at once, in one line
+    import subprocess
+    import sys
+
+    ws = copy_ws(base_ws, tmp_path)
+    out = subprocess.run([sys.executable, "-c", "from curate.cli import main; main()", "embed", "-w", str(ws.root),
+                          "--engine", "ray", "--ray-address", "127.0.0.1:1"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "could not reach the Ray cluster at 127.0.0.1:1" in out.stderr
+    assert "RAY_ADDRESS" in out.stderr and "Traceback" not in out.stderr

@@ -59,6 +59,29 @@ def _fault_once() -> None:
         os._exit(1)
 
 
+def _unreachable(address: str | None, flag: str, why: str) -> CurateError:
+    where = address or "a Ray started on this machine"
+    return CurateError(f"--engine ray: could not reach the Ray cluster at {where} (--ray-address {flag or '-'}, "
+                       f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS') or '-'}): {why}. Start one with `ray start --head` "
+                       "or fix the address.")
+
+
+def _reachable(address: str | None, flag: str) -> None:
+    """A quick TCP check of host:port first: ray.init waits minutes on an address nobody answers."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise _unreachable(address, flag, "expected host:port (or ray://host:port)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise _unreachable(address, flag, f"{type(e).__name__}: {e.strerror or e}") from None
+
+
 class RayExecutor:
     kind = "ray"
 
@@ -71,16 +94,13 @@ class RayExecutor:
         self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
         self._started = False
         if not ray.is_initialized():
+            _reachable(self.address, settings.address)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except Exception as e:  # ConnectionError, a timeout, a version mismatch: one line, with the address
-                where = self.address or "a Ray started on this machine"
-                raise CurateError(f"--engine ray: could not reach the Ray cluster at {where} "
-                                  f"(--ray-address {settings.address or '-'}, RAY_ADDRESS "
-                                  f"{os.environ.get('RAY_ADDRESS') or '-'}): {type(e).__name__}: "
-                                  f"{' '.join(str(e).split())[:300]}. Start one with `ray start --head` or fix the "
-                                  "address.") from None
+                raise _unreachable(self.address, settings.address,
+                                   f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
             self._started = True
         self.resources = ray.cluster_resources()
         gpus = float(self.resources.get("GPU", 0))
