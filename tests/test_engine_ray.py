@@ -171,3 +171,15 @@ def test_unreachable_cluster_and_too_few_resources_are_one_line_errors(cluster, 
                          timeout=60)
     assert out.returncode == 1 and "could not reach the Ray cluster at 127.0.0.1:1" in out.stderr
     assert "RAY_ADDRESS" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_config_engine_section_is_checked_and_outside_the_config_hash():
+    from curate.errors import CurateError
+    from curate.run.config import parse
+
+    plain = parse({"data": {"sources": ["demo"]}})
+    ray_cfg = parse({"data": {"sources": ["demo"]}, "engine": {"kind": "ray", "address": "10.0.0.1:6379", "actors": 8}})
+    assert (ray_cfg.engine.kind, ray_cfg.engine.actors, plain.engine.kind) == ("ray", 8, "local")
+    assert ray_cfg.sha256 == plain.sha256  # where the work runs does not change what a run computes
+    with pytest.raises(CurateError, match=r"\[engine\] kind must be one of 'local', 'ray'"):
+        parse({"data": {"sources": ["demo"]}, "engine": {"kind": "spark"}})
