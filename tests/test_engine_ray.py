@@ -84,17 +84,6 @@ def test_embed_on_ray_gives_the_local_vectors_and_both_nodes_work(cluster, base_
     assert embed(remote, "default", backend="torch", engine=RAY).embedded == 0  # nothing twice
 
 
-def test_an_actor_killed_mid_task_is_retried_and_no_key_appears_twice(cluster, base_ws, tmp_path, monkeypatch):
-    ws = copy_ws(base_ws, tmp_path)
-    marker = tmp_path / "killed-once"
-    monkeypatch.setenv("CURATE_ENGINE_FAULT", str(marker))
-    r = embed(ws, "default", backend="torch", shard_size=80, engine=RAY)
-    assert marker.exists()  # an actor did die (os._exit) after encoding a shard, before staging it
-    assert r.embedded == 320
-    n, distinct = query(ws.root, "select count(*), count(distinct text_hash) from embeddings")[0]
-    assert n == distinct == 320
-
-
 def _gen(ws, policy, **kw):
     return generate(ws, str(policy), iteration=1, params=GenerateParams(max_new_tokens=6, samples=2, seed=3),
                     backend="transformers", dtype="float32", batch_size=4, shard_size=8, limit=40, **kw)
@@ -112,6 +101,21 @@ def test_generate_on_ray_gives_the_local_rows(cluster, base_ws, policy, tmp_path
     assert gen_rows(local) == gen_rows(remote)
     eng = json.loads(open(b.manifest).read())["engine"]
     assert len(eng["nodes_used"]) == 2 and len(eng["shards"]) == 5
+
+
+def test_an_actor_killed_mid_task_is_retried_and_no_key_appears_twice(cluster, cli, base_ws, policy, tmp_path,
+                                                                      monkeypatch):
+    ws = copy_ws(base_ws, tmp_path)
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv("CURATE_ENGINE_FAULT", str(marker))
+    r = cli("generate", "-w", ws.root, "--model", policy, "-i", 1, "--max-new-tokens", 6, "--samples", 2, "--seed", 3,
+            "--backend", "transformers", "--dtype", "float32", "--batch-size", 4, "--shard-size", 8, "--limit", 40,
+            "--engine", "ray", "--actors", 2, "--gpus-per-actor", 0, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert marker.exists()  # an actor did die (os._exit) after sampling a shard, before staging it
+    assert json.loads(r.stdout)["rows"] == 80
+    n, keys = query(ws.root, "select count(*), count(distinct (pair_id, sample)) from generations")[0]
+    assert n == keys == 80
 
 
 def test_a_resumed_job_recomputes_only_the_unfinished_shards(cluster, base_ws, policy, tmp_path):
