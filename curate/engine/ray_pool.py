@@ -13,8 +13,10 @@ CPU is held by an actor does not deadlock waiting for one (ray.data.range's read
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import sys
 import time
 from typing import Any, Callable
 
@@ -152,6 +154,13 @@ class RayExecutor:
                             fn_constructor_kwargs={"job": job, "staging_dir": str(staging.folder)},
                             num_cpus=self.settings.cpus_per_actor, num_gpus=self.gpus_per_actor or None,
                             **remote)
+        # stdout is for data (--json): what Ray prints while the pool runs (a raylet's note on a retried task, from
+        # its error thread) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            self._drain(ds, on_done, advance, staging)
+        self.info["nodes_used"] = sorted(self.nodes)
+
+    def _drain(self, ds, on_done: Callable, advance: Callable | None, staging) -> None:
         for row in ds.iter_rows():
             name = str(row["name"])
             if name not in staging.done():  # a second result for a shard already committed (a retried task)
@@ -162,7 +171,6 @@ class RayExecutor:
             self.nodes.add(info.get("node", ""))
             if advance is not None:
                 advance(*info.get("units", (rows.height,)))
-        self.info["nodes_used"] = sorted(self.nodes)
 
     def close(self) -> None:
         """Shut down the Ray this step started (a cluster it joined stays up)."""
