@@ -165,6 +165,8 @@ def test_unreachable_cluster_and_too_few_resources_are_one_line_errors(cluster, 
     with pytest.raises(CurateError, match="GPUs; 1 actors of 1 CPUs and 1 GPUs"):
         RayExecutor(EngineSettings(kind="ray", actors=1, gpus_per_actor=1))
     assert RayExecutor(EngineSettings(kind="ray")).actors == 2  # as many as fit
+    with pytest.raises(CurateError, match=r"in an actor on node \w+: Could not load .*Torch not compiled with CUDA"):
+        embed(copy_ws(base_ws, tmp_path, "cuda"), "default", backend="torch", device="cuda", engine=RAY)
     with pytest.raises(CurateError, match=r"runs vLLM replicas on GPUs; the cluster at .* has none"):
         generate(copy_ws(base_ws, tmp_path, "vllm"), str(policy), iteration=1, backend="vllm", engine=RAY)
     # a fresh process (this one has joined the test cluster): an address nobody answers fails at once, in one line

@@ -33,22 +33,36 @@ class _Worker:
         from .staging import Staging
 
         self.job, self.staging = job, Staging(staging_dir)
-        self.state = job.load()
+        self.state, self.error = None, ""
+        try:
+            self.state = job.load()
+        except CurateError as e:  # a user error (a model that does not load): told to the driver as one line, not
+            self.error = str(e)   # retried (an actor that dies in its constructor is a traceback and no restart)
 
     def __call__(self, batch: dict) -> dict:
         import ray
 
         node = ray.get_runtime_context().get_node_id()
-        out: dict[str, list] = {"name": [], "rows": [], "node": []}
+        out: dict[str, list] = {"name": [], "rows": [], "node": [], "error": []}
         for name, payload in zip(batch["name"], batch["payload"]):
             t0 = time.perf_counter()
-            rows, info = self.job.run(self.state, pickle.loads(payload), None)
+            try:
+                if self.error:
+                    raise CurateError(self.error)
+                rows, info = self.job.run(self.state, pickle.loads(payload), None)
+            except CurateError as e:
+                out["name"].append(str(name))
+                out["rows"].append(0)
+                out["node"].append(node)
+                out["error"].append(str(e))
+                continue
             _fault_once()
             self.staging.write(str(name), rows, {**info, "node": node, "pid": os.getpid(),
                                                  "seconds": round(time.perf_counter() - t0, 3)})
             out["name"].append(str(name))
             out["rows"].append(rows.height)
             out["node"].append(node)
+            out["error"].append("")
         return out
 
 
@@ -162,6 +176,8 @@ class RayExecutor:
 
     def _drain(self, ds, on_done: Callable, advance: Callable | None, staging) -> None:
         for row in ds.iter_rows():
+            if row["error"]:
+                raise CurateError(f"--engine ray, in an actor on node {str(row['node'])[:12]}: {row['error']}")
             name = str(row["name"])
             if name not in staging.done():  # a second result for a shard already committed (a retried task)
                 continue
