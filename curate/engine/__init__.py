@@ -32,8 +32,8 @@ class EngineSettings:
 
     kind: str = setting("local", "Where the work runs: local (this process) or ray (an actor pool on a Ray cluster; "
                         "pip install 'curate[ray]').", flag="--engine", choices=KINDS)
-    address: str = setting("", "With --engine ray: the cluster's address (default: $RAY_ADDRESS, else a Ray started "
-                           "on this machine for the step).", flag="--ray-address")
+    address: str = setting("", "With --engine ray: the cluster's address (default: $RAY_ADDRESS, else the Ray that "
+                           "`ray start` runs on this machine, else one started for the step).", flag="--ray-address")
     actors: int = setting(0, "With --engine ray: actors in the pool, one model each (0: as many as the cluster's "
                           "CPUs or GPUs hold).")
     cpus_per_actor: float = setting(1.0, "With --engine ray: CPUs each actor reserves.")
