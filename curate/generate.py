@@ -19,7 +19,10 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
+from .engine import EngineSettings, LocalExecutor, Shard, commit_staged, executor, shard_name
+from .engine.staging import Staging
 from .errors import CurateError
+from .generate_job import GenerateJob
 from .provenance import versions
 from .sampling import (  # noqa: F401  (names callers import from here: curate.generate is the step's API)
     STOP,
@@ -92,6 +95,7 @@ class GenerateResult:
     new_tokens: int = 0
     truncated: int = 0
     replaced: int = 0
+    recovered: int = 0  # rows committed from shards an interrupted --engine ray run had staged
     seconds: float = 0.0  # the whole step: selection, model load, generation, commits
     generate_seconds: float = 0.0  # inside the backend's generate calls only
     manifest: str = ""
@@ -151,6 +155,7 @@ def generate(
     vllm_url: str | None = None,
     vllm_args: str = "",
     status: Callable[[str], None] | None = None,
+    engine: EngineSettings | None = None,
 ) -> GenerateResult:
     """Generate for every selected prompt that has no samples yet in (branch, iteration); see the module doc.
 
@@ -158,12 +163,15 @@ def generate(
     that hold the model already. `prompts` replaces the selection (where, split, limit, sample_fraction): the
     held-out prompts `curate eval winrate` compares policies on (their pair_ids may be prompt keys, not pairs).
     vllm_python, vllm_url, vllm_args: where vLLM runs (curate.vllm_server); status(text) hears what the backend
-    is doing before the first batch (starting vLLM takes minutes on a CPU).
+    is doing before the first batch (starting vLLM takes minutes on a CPU). engine: where the batches are sampled
+    (curate.engine; default this process): with Ray, actors load the policy with transformers (or ray.data.llm's
+    vLLM replicas with --backend vllm, curate.engine.llm) and this driver keeps the plan, the resume and the commits.
     """
     import polars as pl
 
     from .generations import _existing
 
+    run_on, engine = engine, None  # `engine` below is the sampling backend
     p = params or GenerateParams()
     p.check()
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 1:
@@ -222,7 +230,20 @@ def generate(
             return row_params, truncated, plan, todo
 
         fallback = None  # why --backend auto did not use vLLM after all
-        if loaded is not None:
+        ex = executor(run_on) if run_on is not None and run_on.kind != "local" else None
+        if ex is not None:
+            if loaded is not None:
+                ex.close()
+                raise CurateError("--engine ray loads the policy in each actor: pass a model path, not a loaded one.")
+            if backend == "vllm":
+                from .engine.llm import VllmRayEngine
+
+                engine = VllmRayEngine(ref, dtype, ex, vllm_args)
+            else:  # auto on a cluster: transformers in the actors (vLLM there is asked for with --backend vllm)
+                from .generate_job import DriverTokenizer
+
+                engine = DriverTokenizer(ref, device or ex.device, dtype)
+        elif loaded is not None:
             engine = TransformersBackend(mdl, tok, str(mdl.device), str(mdl.dtype).replace("torch.", ""))
         else:
             engine = None
@@ -235,8 +256,8 @@ def generate(
                     fallback = str(e)
             if engine is None:
                 engine = transformers_engine(ref, device, dtype)
-        row_params, res.truncated, plan, todo = prepare(engine)
         try:
+            row_params, res.truncated, plan, todo = prepare(engine)
             if todo:
                 try:
                     engine.open([batch for _, batch in todo], p)
@@ -251,10 +272,17 @@ def generate(
                 status(f"--backend auto: vLLM is installed but did not start, so transformers generates; why: "
                        f"{fallback.splitlines()[0]}")
             res.backend, res.batches, res.batches_done_before = engine.name, len(plan), len(plan) - len(todo)
-            _run_plan(ws, engine, todo, p, row_params, res, policy, branch, iteration, shard_size,
-                      overwrite and existing.height > 0, existing.height, progress)
+            job = GenerateJob(ref, engine.device, engine.dtype, p, row_params, branch, iteration, policy)
+            staging = Staging.of(ws, "generate", shard_name(policy, branch, iteration, row_params, batch_size))
+            if overwrite:
+                staging.clear()
+            runner = engine if engine.name == "vllm-ray" else ex or LocalExecutor()
+            engine_info = _run_plan(ws, runner, job, engine, staging, todo, res,
+                                    overwrite and existing.height > 0, existing.height, shard_size, progress)
         finally:
             engine.close()
+            if ex is not None:
+                ex.close()
         res.seconds = time.perf_counter() - t0
         res.manifest = str(ws.write_manifest("generate", new_id(), {
             "step": "generate", "created_at": utcnow(), "branch": branch, "iteration": iteration,
@@ -263,10 +291,11 @@ def generate(
             "backend": engine.name, "backend_requested": backend, "backend_fallback": fallback,
             "device": engine.device, "dtype": engine.dtype, "params": asdict(p), "server": engine.provenance(),
             "selection": {"split": split, "where": where, "limit": limit, "sample_fraction": sample_fraction},
-            "batch_size": batch_size, "shard_size": shard_size, "overwrite": overwrite,
+            "batch_size": batch_size, "shard_size": shard_size, "overwrite": overwrite, "engine": engine_info,
             "counts": {"prompts": res.prompts, "pairs": res.pairs, "batches": res.batches,
                        "batches_done_before": res.batches_done_before, "generated_prompts": res.generated_prompts,
-                       "rows": res.rows, "new_tokens": res.new_tokens, "truncated_prompts": res.truncated,
+                       "rows": res.rows, "recovered_rows": res.recovered, "new_tokens": res.new_tokens,
+                       "truncated_prompts": res.truncated,
                        "replaced": res.replaced},
             "seconds": round(res.seconds, 3), "generate_seconds": round(res.generate_seconds, 3),
             "versions": versions(),
@@ -274,53 +303,60 @@ def generate(
     return res
 
 
-def _run_plan(ws: Workspace, engine, todo, p: GenerateParams, row_params: dict, res: GenerateResult, policy: str,
-              branch: str, iteration: int, shard_size: int, replace_first: bool, n_existing: int, progress) -> None:
-    """Generate every batch still to do, committing a shard of rows every shard_size prompts."""
+def _run_plan(ws: Workspace, ex, job: GenerateJob, engine, staging: Staging, todo, res: GenerateResult,
+              replace_first: bool, n_existing: int, shard_size: int, progress) -> dict:
+    """Sample every batch still to do, in shards of about shard_size prompts (whole batches), each committed on
+    its own: first what an interrupted Ray run staged, then the rest on `ex`. Returns the engine's record."""
     import polars as pl
 
     from .generations import _drop_iteration
 
-    advance = progress(sum(len(batch) for _, batch in todo), res.batches_done_before) if progress else None
     res.replaced = n_existing if replace_first else 0
-    pending: list[dict] = []
+    missing = {pid for _, batch in todo for x in batch for pid in x.pair_ids}
+    log: list[dict] = []
 
-    def commit() -> None:
+    def on_done(name: str, rows, info: dict) -> None:
+        """Commit the rows of pairs still without samples: a retried or recovered shard adds no key twice."""
         nonlocal replace_first
-        if not pending and not replace_first:
+        keep = rows.filter(pl.Series([pid in missing for pid in rows["pair_id"].to_list()], dtype=pl.Boolean))
+        log.append({"shard": name, **{k: v for k, v in info.items() if k != "units"}, "committed": keep.height})
+        if not keep.height and not replace_first:
             return
         with ws.transaction("curate generate") as tx:
             if replace_first:
-                _drop_iteration(ws, tx, branch, iteration)
+                _drop_iteration(ws, tx, job.branch, job.iteration)
                 replace_first = False
-            if pending:
-                tx.add("generations", pl.DataFrame(pending).select(
-                    "branch", pl.col("iteration").cast(pl.Int32), "pair_id", pl.col("sample").cast(pl.Int32),
-                    "text", "policy", "params").sort("pair_id", "sample"))
-        pending.clear()
+            tx.add("generations", keep)
+        missing.difference_update(keep["pair_id"].to_list())
+        if info.get("recovered"):
+            res.recovered += keep.height
+            return
+        res.rows += keep.height
+        res.new_tokens += info.get("tokens", 0)
+        res.generated_prompts += info.get("prompts", 0)
+        res.generate_seconds += info.get("generate_seconds", 0.0)
 
-    in_shard = 0
-    for b, batch in todo:
-        tb = time.perf_counter()
-        texts, n_tok = engine.generate(batch, p, batch_seed(p.seed, b))
-        res.generate_seconds += time.perf_counter() - tb
-        res.new_tokens += n_tok
-        for x, samples in zip(batch, texts):
-            rp = json.dumps({**row_params, "prompt_truncated": x.truncated, "prompt_tokens": len(x.ids)},
-                            sort_keys=True)
-            for pid in x.pair_ids:
-                for s, text in enumerate(samples):
-                    pending.append({"branch": branch, "iteration": iteration, "pair_id": pid, "sample": s,
-                                    "text": text, "policy": policy, "params": rp})
-        res.generated_prompts += len(batch)
-        res.rows += sum(len(x.pair_ids) for x in batch) * p.samples
-        in_shard += len(batch)
-        if advance:
-            advance(len(batch), n_tok)
-        if in_shard >= shard_size:
-            commit()
-            in_shard = 0
-    commit()
+    if commit_staged(staging, on_done):
+        todo = [(b, batch) for b, batch in todo if any(pid in missing for x in batch for pid in x.pair_ids)]
+        res.batches_done_before = res.batches - len(todo)
+    shards: list[Shard] = []
+    part: list = []
+    for i, (b, batch) in enumerate(todo):  # consecutive batches of the plan, cut where a shard reaches shard_size
+        part.append((b, batch))
+        if sum(len(x) for _, x in part) >= shard_size or i == len(todo) - 1:
+            keys = [(j, [x.key for x in bt]) for j, bt in part]
+            shards.append(Shard(shard_name(job.policy, job.branch, job.iteration, job.row_params, keys), part,
+                                sum(len(x) for _, x in part)))
+            part = []
+    advance = progress(sum(s.size for s in shards), res.batches_done_before) if progress else None
+    ex.run(job, shards, on_done, advance, staging=staging, state=engine)
+    if replace_first:  # nothing was generated, yet the old samples go (--overwrite)
+        with ws.transaction("curate generate") as tx:
+            _drop_iteration(ws, tx, job.branch, job.iteration)
+    info = dict(ex.info)
+    if ex.kind != "local":
+        info["shards"] = log
+    return info
 
 
 def _other_policy(branch: str, iteration: int, n: int, others: list[str], model: str, ref) -> str:

@@ -26,28 +26,36 @@ class LoadedPolicy:
         return iter((self.model, self.tokenizer))
 
 
+def resolve_dtype(device: str, dtype: str | None) -> str:
+    """The torch dtype name `dtype` means on `device` (see load_policy)."""
+    name = (dtype or "auto").lower()
+    if name == "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            return "bfloat16"  # a driver without GPUs deciding for GPU actors: bfloat16, what current GPUs run
+        return "bfloat16" if device == "cpu" and cpu_has_fast_bf16() else "float32"
+    if name in DTYPES:
+        return DTYPES[name]
+    raise CurateError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16.")
+
+
 def load_policy(ref: ModelRef, device: str | None = None, dtype: str | None = "auto") -> LoadedPolicy:
     """Load the model (eval mode, on `device`) and its tokenizer (left padding, a pad token) for generation.
 
     device: default cuda when available, else cpu. dtype: auto (bfloat16 on CUDA, float16 on GPUs without
     bfloat16; on CPU bfloat16 where the CPU has native bfloat16 instructions (avx512_bf16/AMX: about 1.9x the
-    tokens/s of float32 for SmolLM2-135M on this project's machine), else float32), float32, bfloat16 or float16. Unlike transformers' "auto", the checkpoint's own
-    dtype does not decide: the converted default is stored in float32 and would otherwise run so on a GPU.
+    tokens/s of float32 for SmolLM2-135M on this project's machine), else float32), float32, bfloat16 or float16.
+    Unlike transformers' "auto", the checkpoint's own dtype does not decide: the converted default is stored in
+    float32 and would otherwise run so on a GPU.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    name = (dtype or "auto").lower()
-    if name == "auto":
-        if device.startswith("cuda") and torch.cuda.is_available():
-            name = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            name = "bfloat16" if device == "cpu" and cpu_has_fast_bf16() else "float32"
-    elif name in DTYPES:
-        name = DTYPES[name]
-    else:
-        raise CurateError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16.")
+    name = resolve_dtype(device, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(ref.folder), dtype=getattr(torch, name))
         model = model.eval().to(device)

@@ -8,6 +8,7 @@ import json
 import click
 
 from ..embedding import EmbedSettings
+from ..engine import EngineSettings
 from ..settings import click_options
 from .options import json_option, quiet_option, workspace_option
 
@@ -21,20 +22,22 @@ from .options import json_option, quiet_option, workspace_option
 @click.option("--limit", type=int, default=None, help="Embed at most N new texts (for a quick try).")
 @click.option("--recalibrate", is_flag=True, help="With --backend auto: measure the backends again, even if this "
               "machine's choice is cached.")
+@click_options(EngineSettings)
 @json_option
 @quiet_option
 def embed(workspace, model, revision, backend, device, batch_size, shard_size, limit, recalibrate, as_json,
-          quiet):
+          quiet, **engine):
     """Embed pref responses and generations that have no vector yet for the model."""
     from ..embedding import embed as run
     from ..progress import count_progress, quiet_libraries
+    from ..settings import build
     from ..workspace import Workspace
 
     quiet_libraries(quiet)  # transformers' own bars (loading the model for the one-time ONNX export)
     with count_progress(quiet, "embedding", "texts") as progress:
         r = run(Workspace(workspace), model, revision=revision, backend=backend, device=device,
                 batch_size=batch_size, shard_size=shard_size, limit=limit, recalibrate=recalibrate,
-                progress=progress)
+                progress=progress, engine=build(EngineSettings, engine))
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(r), indent=2))
     if not quiet:
@@ -47,6 +50,8 @@ def embed(workspace, model, revision, backend, device, batch_size, shard_size, l
         rate = f" in {r.seconds:.1f} s ({r.embedded / r.seconds:,.0f} texts/s, {how})" if r.embedded else ""
         click.echo(f"{r.model_id}: {r.distinct_texts:,} distinct texts, {r.cached:,} already embedded, "
                    f"{r.embedded:,} embedded now{rate}", err=True)
+        if r.recovered:
+            click.echo(f"  committed {r.recovered:,} vectors an interrupted --engine ray run had staged", err=True)
         if r.empty_skipped:
             click.echo(f"  skipped {r.empty_skipped:,} empty texts (see flags = 'empty_response')", err=True)
 

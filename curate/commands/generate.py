@@ -7,6 +7,7 @@ import json
 
 import click
 
+from ..engine import EngineSettings
 from ..generate import GenerateSettings
 from ..settings import click_options
 from .options import json_option, quiet_option, workspace_option
@@ -27,6 +28,7 @@ from .options import json_option, quiet_option, workspace_option
 @click.option("--shard-size", type=int, default=256, show_default=True,
               help="Prompts per committed shard (an interrupt loses at most one shard).")
 @click.option("--overwrite", is_flag=True, help="Replace the generations (branch, iteration) already holds.")
+@click_options(EngineSettings)
 @json_option
 @quiet_option
 def generate(workspace, model, revision, iteration, branch, where, split, device, shard_size, overwrite, as_json, quiet,
@@ -42,6 +44,7 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
       curate generate --model ./checkpoints/sft --iteration 1 --top-k 50 --max-new-tokens 128
       curate generate --model gpt2-medium --iteration 1 --limit 5000 --samples 2 --seed 0
       CURATE_VLLM_PYTHON=.venv-vllm/bin/python curate generate --iteration 1 --backend vllm
+      curate generate --model ./checkpoints/sft --iteration 2 --engine ray --actors 8
     """
     from ..generate import generate as run
     from ..progress import generation_progress, quiet_libraries
@@ -56,7 +59,8 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
                 where=where, split=split, limit=g.limit or None,  # 0: every prompt; a negative one is refused
                 sample_fraction=None if g.sample_fraction == 1 else g.sample_fraction, overwrite=overwrite,
                 progress=progress, vllm_python=g.vllm_python or None, vllm_url=g.vllm_url or None,
-                vllm_args=g.vllm_args, status=None if quiet else lambda text: click.echo(text, err=True))
+                vllm_args=g.vllm_args, status=None if quiet else lambda text: click.echo(text, err=True),
+                engine=build(EngineSettings, settings))
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(r), indent=2))
     if quiet:
@@ -64,6 +68,8 @@ def generate(workspace, model, revision, iteration, branch, where, split, device
     rate = (f" in {r.seconds:.1f} s ({r.new_tokens / r.seconds:,.0f} new tokens/s)" if r.generated_prompts else "")
     click.echo(f"{r.policy}: {r.prompts:,} prompts for {r.pairs:,} pairs (branch {r.branch}, iteration {r.iteration}, "
                f"{r.backend}); generated {r.generated_prompts:,} prompts -> {r.rows:,} rows{rate}", err=True)
+    if r.recovered:
+        click.echo(f"  committed {r.recovered:,} rows an interrupted --engine ray run had staged", err=True)
     if r.batches_done_before:
         click.echo(f"  resumed: {r.batches_done_before:,} of {r.batches:,} batches were already done", err=True)
     if r.truncated:

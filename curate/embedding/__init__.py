@@ -26,11 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..engine import EngineSettings, Shard, commit_staged, executor, shard_name
+from ..engine.staging import Staging
 from ..errors import CurateError
 from ..provenance import versions
 from ..settings import setting
 from ..workspace import Workspace, new_id, query_frame, utcnow
-from .model import BACKENDS, ModelRef, load_encoder, resolve
+from .job import EmbedJob
+from .model import BACKENDS, CANDIDATES, ModelRef, load_encoder, resolve
 
 NEEDED_SQL = """
 with texts as (
@@ -82,6 +85,7 @@ class EmbedResult:
     distinct_texts: int = 0
     cached: int = 0
     embedded: int = 0
+    recovered: int = 0  # committed from shards an interrupted --engine ray run had staged
     empty_skipped: int = 0
     seconds: float = 0.0
     shards: list[str] = field(default_factory=list)
@@ -99,8 +103,13 @@ def embed(
     limit: int | None = None,
     recalibrate: bool = False,
     progress: Callable[[int], Callable[[int], None]] | None = None,
+    engine: EngineSettings | None = None,
 ) -> EmbedResult:
-    """Embed every text that has no vector for this model yet; returns what was done."""
+    """Embed every text that has no vector for this model yet; returns what was done.
+
+    engine: where the shards are encoded (curate.engine; default this process). Whatever runs them, this driver
+    computes the to-do list, names the shards by their texts' hashes and commits each shard's rows whose text
+    still lacks a vector; shards a killed --engine ray run left staged are committed first."""
     import polars as pl
 
     ws.require().check_writable()
@@ -114,40 +123,72 @@ def embed(
             distinct, empty = con.execute(COUNTS_SQL).fetchall()[0]
             todo = query_frame(con, NEEDED_SQL, {"model_id": model_id})
         res = EmbedResult(model_id, ref.name, distinct_texts=distinct, cached=distinct - len(todo), empty_skipped=empty)
+        missing = set(todo["text_hash"].to_list())
+        backends: set[str] = set()
+        shard_log: list[dict] = []
+
+        def on_done(name: str, rows, info: dict) -> None:
+            """Commit the rows whose text still lacks a vector: a retried or recovered shard adds no key twice."""
+            keep = rows.filter(pl.Series([h in missing for h in rows["text_hash"].to_list()], dtype=pl.Boolean))
+            shard_log.append({"shard": name, **{k: v for k, v in info.items() if k != "units"},
+                              "committed": keep.height})
+            if "backend" in info:
+                backends.add(info["backend"])
+            if keep.height == 0:
+                return
+            if not ref.identity.get("dim"):  # a Dense head: its size is known once a worker loaded the model
+                ref.identity["dim"] = keep["vector"].dtype.size
+            if not res.shards:
+                _check_dim(ws, ref)
+            with ws.transaction("curate embed") as tx:  # one commit per shard: an interrupt loses one shard at most
+                if not res.shards:
+                    _register(ws, tx, ref)
+                res.shards.append(str(tx.add("embeddings", keep, key=model_id)))
+            missing.difference_update(keep["text_hash"].to_list())
+            if info.get("recovered"):
+                res.recovered += keep.height
+            else:
+                res.embedded += keep.height
+
+        staging = Staging.of(ws, "embed", model_id)
+        if commit_staged(staging, on_done):
+            todo = todo.filter(pl.Series([h in missing for h in todo["text_hash"].to_list()], dtype=pl.Boolean))
         if limit is not None:
             todo = todo.head(limit)
         if todo.height == 0:
             res.seconds = time.perf_counter() - t0
             return res
-        encoder = load_encoder(ref, backend, device, batch_size=batch_size, sample_texts=todo["text"].to_list(),
-                               recalibrate=recalibrate)
-        res.backend = encoder.backend
-        res.backend_choice = encoder.choice.manifest() if encoder.choice else {"backend": encoder.backend,
-                                                                                "source": "forced"}
-        _check_dim(ws, ref)
-        advance = progress(todo.height) if progress else (lambda n: None)
-        run_id = new_id()
-        for start in range(0, todo.height, shard_size):
-            part = todo.slice(start, shard_size)
-            vecs = encoder.encode(part["text"].to_list(), batch_size=batch_size, on_batch=advance)  # per batch
-            if vecs.shape[1] != ref.dim:
-                raise CurateError(f"{ref.name} returned {vecs.shape[1]}-d vectors, expected {ref.dim}.")
-            shard = pl.DataFrame(
-                {
-                    "text_hash": part["text_hash"],
-                    "model_id": pl.Series([model_id] * part.height, dtype=pl.String),
-                    "vector": pl.Series(vecs, dtype=pl.Array(pl.Float32, ref.dim)),
-                }
-            )
-            with ws.transaction("curate embed") as tx:  # one commit per shard: an interrupt loses one shard at most
-                if start == 0:
-                    _register(ws, tx, ref)
-                res.shards.append(str(tx.add("embeddings", shard, key=model_id)))
-            res.embedded += part.height
+        ex = executor(engine)
+        try:
+            job = EmbedJob(ref, backend, device, batch_size)
+            state = None
+            if ex.kind == "local":  # calibrated here, on the texts about to be embedded, as the encoder is loaded
+                state = load_encoder(ref, backend, device, batch_size=batch_size, sample_texts=todo["text"].to_list(),
+                                     recalibrate=recalibrate)
+                res.backend = state.backend
+                res.backend_choice = state.choice.manifest() if state.choice else {"backend": state.backend,
+                                                                                   "source": "forced"}
+            else:  # each actor measures or gates on the same sample, on its own machine
+                job.device = device or ex.device
+                if backend == "auto" or CANDIDATES[backend].gated:
+                    job.sample_texts = todo["text"].head(256).to_list()
+            if ref.identity.get("dim"):
+                _check_dim(ws, ref)
+            advance = progress(todo.height) if progress else None
+            shards = [Shard(shard_name(model_id, part["text_hash"].to_list()),
+                            (part["text_hash"].to_list(), part["text"].to_list()), part.height)
+                      for part in (todo.slice(i, shard_size) for i in range(0, todo.height, shard_size))]
+            ex.run(job, shards, on_done, advance, staging=staging, state=state)
+            engine_info = dict(ex.info)
+        finally:
+            ex.close()
+        if ex.kind != "local":
+            res.backend = ",".join(sorted(backends)) or None
+            res.backend_choice = {"backend": res.backend, "source": "per actor" if backend == "auto" else "forced"}
         res.seconds = time.perf_counter() - t0
         ws.write_manifest(
             "embed",
-            run_id,
+            new_id(),
             {
                 "step": "embed",
                 "created_at": utcnow(),
@@ -157,8 +198,9 @@ def embed(
                 "backend_choice": res.backend_choice,
                 "device": device,
                 "batch_size": batch_size,
+                "engine": {**engine_info, "shards": shard_log if ex.kind != "local" else len(shard_log)},
                 "counts": {"distinct_texts": distinct, "embedded": res.embedded, "cached": res.cached,
-                           "empty_skipped": empty},
+                           "recovered_from_staging": res.recovered, "empty_skipped": empty},
                 "seconds": round(res.seconds, 3),
                 "versions": versions(),
             },

@@ -9,6 +9,8 @@
     [rm]        curate.train.rm.RMConfig's knobs (lr, epochs, batch_size, ...) + eval_pairs
     [ppo]       curate.train.ppo.PPOConfig's knobs (steps, batch_size, kl_coef, actor_lr, critic_lr, reward_mode, ...)
     [eval]      the eval step of each iteration: judge, prompts, template, response length, bootstrap, reward_mode
+    [engine]    curate.engine.EngineSettings: where embed and generate run (kind = "ray", address, actors, ...);
+                not part of the run's config hash: where the work runs does not change its results
 
 The training and sampling sections are the same dataclasses `curate train ...`, `curate generate`, `embed` and
 `filter` build their options from (curate.settings), so a default and its paper source are written once. A key
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from .. import strategies
 from ..embedding import EmbedSettings
+from ..engine import EngineSettings
 from ..errors import CurateError
 from ..filters import FilterSettings
 from ..generate import GenerateSettings
@@ -107,8 +110,9 @@ class EvalSection:
 
 SECTIONS: dict[str, type] = {
     "run": RunSection, "data": DataSection, "sft": SFTSection, "embed": EmbedSettings, "generate": GenerateSection,
-    "filter": FilterSettings, "rm": RMSection, "ppo": PPOConfig, "eval": EvalSection,
+    "filter": FilterSettings, "rm": RMSection, "ppo": PPOConfig, "eval": EvalSection, "engine": EngineSettings,
 }
+PLACEMENT = ("engine",)  # sections that say where work runs, not what it computes: outside the config hash
 
 
 @dataclass
@@ -122,6 +126,7 @@ class RunConfig:
     rm: RMSection
     ppo: PPOConfig
     eval: EvalSection = field(default_factory=EvalSection)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     path: str = ""  # the file it was read from
 
     @property
@@ -132,12 +137,12 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The settable values of every section (what the run's hash and a resumed run's diff compare)."""
-        return {name: toml_values(getattr(self, name)) for name in SECTIONS}
+        return {name: toml_values(getattr(self, name)) for name in SECTIONS if name not in PLACEMENT}
 
     @staticmethod
     def defaults() -> dict:
         """to_dict() of a config that sets nothing: what a key missing from an older run's record meant."""
-        return {name: toml_values(cls()) for name, cls in SECTIONS.items()}
+        return {name: toml_values(cls()) for name, cls in SECTIONS.items() if name not in PLACEMENT}
 
     @property
     def sha256(self) -> str:

@@ -95,7 +95,7 @@ class Steps:
                          dtype=g.dtype, batch_size=g.batch_size, where=sel["where"], split=sel["split"],
                          limit=sel["limit"], sample_fraction=sel["fraction"], progress=progress,
                          vllm_python=g.vllm_python or None, vllm_url=g.vllm_url or None, vllm_args=g.vllm_args,
-                         status=self.echo)
+                         status=self.echo, engine=self.cfg.engine)
         out = {"policy": r.policy, "policy_path": str(policy), "prompts": r.prompts, "rows": r.rows,
                "generated_prompts": r.generated_prompts, "new_tokens": r.new_tokens, "truncated": r.truncated}
         if r.generated_prompts and r.generate_seconds:
@@ -109,7 +109,8 @@ class Steps:
 
         e = self.cfg.embed
         with count_progress(self.quiet, "embedding", "texts") as progress:
-            r = embed(self.ws, self._embedder(), backend=e.backend, batch_size=e.batch_size, progress=progress)
+            r = embed(self.ws, self._embedder(), backend=e.backend, batch_size=e.batch_size, progress=progress,
+                      engine=self.cfg.engine)
         out = {"model_id": r.model_id, "distinct_texts": r.distinct_texts, "cached": r.cached, "embedded": r.embedded}
         if r.embedded and r.seconds:
             out["throughput"] = {"embed_texts_per_s": r.embedded / r.seconds}
