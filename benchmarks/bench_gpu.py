@@ -14,6 +14,10 @@ Sections, each side in its own process with a time budget of its own:
          3 per pair, as FRFT embeds them): SentenceTransformer.encode as a user writes it vs `curate embed`
   rm     one epoch of `curate train rm` from GPT-2-medium on 2,000 real pairs, the config's [rm] knobs
   ppo    10 steps of `curate train ppo` on GPT-2-medium with the config's [ppo] knobs
+  scale  (not in the default run: --sections scale) issue 18's paths past one process: `curate embed --engine ray`
+         (a Ray the side starts, one actor per GPU), `curate generate --engine ray --backend vllm` (ray.data.llm's
+         vLLM replicas) and one epoch of the reward model under `accelerate launch` with
+         configs/accelerate/multi_gpu.yaml on every GPU (--smoke: cpu_2proc.yaml, 2 CPU processes)
 and then a projection, from those rates, of one FRFT iteration over 160,800 pairs (gpu_projection.py states the
 formula; the JSON and the console repeat it).
 
@@ -64,7 +68,7 @@ EMBED_BATCHES = {"full": (32, 256), "smoke": (32, 64)}
 # (torch.compile, CUDA graphs) is most of its time and yields no figure if cut, while the transformers backend gives
 # a rate from whatever batches it finished, so the vLLM sides get the larger shares
 WEIGHTS = {"vllm_raw": 50, "vllm_curate": 50, "transformers": 25, "embed_naive": 25, "embed_curate": 20, "rm": 70,
-           "ppo": 70}
+           "ppo": 70, "embed_ray": 25, "gen_ray_vllm": 60, "rm_launch": 70}
 RESERVE_S = 5.0  # kept back at the end for the JSON
 AFTER_DONE_S = 15.0  # how long a side that has written its result may take to exit (vLLM's shutdown) before a kill
 
@@ -88,7 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--budget", type=float, help=f"seconds for everything (default {FULL['budget']}; "
                     f"--smoke {SMOKE['budget']})")
     ap.add_argument("--device", default="auto", help="auto (cuda when torch sees one), cuda or cpu")
-    ap.add_argument("--sections", default="gen,embed,rm,ppo")
+    ap.add_argument("--sections", default="gen,embed,rm,ppo",
+                    help="gen,embed,rm,ppo (issue 15's run, the default) and scale (issue 18: embed and generate "
+                    "--engine ray, the reward model under accelerate launch)")
     ap.add_argument("--vllm", choices=("auto", "on", "off"), default="auto",
                     help="the vLLM sides: auto (when vLLM is installed and the device is a GPU), on (also on a CPU, "
                     "with vLLM's CPU build), off")
@@ -328,6 +334,8 @@ def plan(args, cfg, device: str, models: dict, paths: dict) -> list[Side]:
                               dict(workspace=str(paths["embed_ws"]) + f"-b{b}", model=args.embed_model,
                                    device=device, batch_size=b), WEIGHTS["embed_curate"]))
     gpt2, why = models["gpt2-medium"]
+    if "scale" in sections:  # issue 18's paths past one process: Ray actors per GPU, ray.data.llm, accelerate launch
+        sides += scale_sides(args, device, paths, gpt2, why, no_vllm, max_new)
     rm_knobs = {k: getattr(cfg.rm, k) for k in ("lr", "epochs", "batch_size", "max_length", "long_rows",
                                                 "label_smoothing", "bf16", "activation_checkpointing")}
     ppo_knobs = {k: getattr(cfg.ppo, k) for k in ("batch_size", "mini_batch_size", "max_prompt_length",
@@ -347,6 +355,40 @@ def plan(args, cfg, device: str, models: dict, paths: dict) -> list[Side]:
     return sides
 
 
+def scale_sides(args, device: str, paths: dict, gpt2, why: str | None, no_vllm: str | None, max_new: int) -> list:
+    """`--sections scale`: curate embed --engine ray (one actor per GPU, a Ray this side starts), curate generate
+    --engine ray --backend vllm (ray.data.llm's vLLM replicas), and the reward model under `accelerate launch`
+    with configs/accelerate/multi_gpu.yaml on every GPU (--smoke on a CPU: cpu_2proc.yaml, 2 processes)."""
+    no_ray = "skipped: ray not installed (pip install 'curate[ray]')" if importlib.util.find_spec("ray") is None \
+        else None
+    try:
+        no_llm = None if importlib.util.find_spec("ray.data.llm") else "skipped: ray.data.llm not importable"
+    except ImportError as e:
+        no_llm = f"skipped: ray.data.llm not importable ({e})"
+    gpus = int(args.gpu.get("devices") or 0) if device.startswith("cuda") else 0
+    b = args.embed_batches[-1]
+    sides = [Side("scale", "scale/embed_ray", "embed_curate",
+                  dict(workspace=str(paths["embed_ws"]) + "-ray", model=args.embed_model, device=device,
+                       batch_size=b, engine="ray"), WEIGHTS["embed_ray"], no_ray),
+             Side("scale", "scale/gen_ray_vllm", "gen_curate",
+                  dict(workspace=str(paths["gen_ws"]), model=str(gpt2), prompts=args.prompts, max_new_tokens=max_new,
+                       chat_template=False, backend="vllm", batch_size=args.vllm_batch_size, device=device,
+                       branch="gpt2-medium-ray-vllm", engine="ray",
+                       where=SMOKE_KNOBS["where"] if args.smoke else None),
+                  WEIGHTS["gen_ray_vllm"], why or no_ray or no_vllm or no_llm
+                  or (None if gpus else "skipped: ray.data.llm's vLLM replicas need GPUs"))]
+    config, processes = ("multi_gpu.yaml", gpus) if gpus else ("cpu_2proc.yaml", 2)
+    knobs = {"epochs": 1, "batch_size": SMOKE_KNOBS["rm"]["batch_size"] if args.smoke else 8,
+             "max_length": SMOKE_KNOBS["rm"]["max_length"] if args.smoke else 512}
+    sides.append(Side("scale", "scale/rm_launch", "rm_launch",
+                      dict(base=str(gpt2), data=str(paths["rm_data"]), output=str(paths["tmp"] / "rm-launch"),
+                           knobs=knobs, config=str(ROOT / "configs" / "accelerate" / config), processes=processes),
+                      WEIGHTS["rm_launch"], why or (None if gpus or args.smoke else
+                                                   "skipped: accelerate launch on GPUs needs a GPU (--smoke: 2 CPU "
+                                                   "processes)")))
+    return sides
+
+
 # ---------------------------------------------------------------------------------------------- the figures
 
 
@@ -362,6 +404,11 @@ def rates(side: Side) -> dict:
                "prompts_per_s": per(r.get("prompts"), r.get("generate_s"))}
     elif side.section == "embed":
         out = {"texts_per_s": per(r.get("texts"), r.get("encode_s"))}
+    elif side.section == "scale":
+        out = {"texts_per_s": per(r.get("texts"), r.get("encode_s"))} if "embed" in side.name else \
+            {"prompts_per_s": per(r.get("prompts"), r.get("generate_s")),
+             "tokens_per_s": per(r.get("new_tokens"), r.get("generate_s"))} if "gen" in side.name else \
+            {"pairs_per_s": per(r.get("pairs"), r.get("train_s"))}
     elif side.section == "rm":
         out = {"pairs_per_s": per(r.get("pairs"), r.get("train_s"))}
     elif side.section == "ppo" and r.get("step_s"):
@@ -428,6 +475,11 @@ def projection(res: dict, cfg, args, prompts_per_pair: float, smoke: bool) -> di
 def figure(section: str, r: dict) -> str:
     """A side's figures on one line."""
     load = f"load {r.get('load_s')} s"
+    if section == "scale":  # its sides are of the other kinds
+        section = "embed" if "texts" in r else "gen" if "new_tokens" in r else "rm"
+        if section == "rm":
+            return (f"{r.get('pairs_per_s')} pairs/s ({r.get('pairs', 0):,} pairs in {r.get('train_s')} s on "
+                    f"{r.get('recorded_processes')} processes, launch included)")
     if section == "gen":
         return (f"{r.get('tokens_per_s')} tokens/s ({r.get('prompts', 0)} prompts, {r.get('new_tokens', 0):,} tokens "
                 f"in {r.get('generate_s')} s; {load})")
@@ -491,11 +543,13 @@ def main(argv=None) -> int:
         paths = {"tmp": tmp, "gen_ws": tmp / "gen-ws", "embed_ws": tmp / "embed-ws", "texts": tmp / "texts.json"}
         prompts_per_pair = generation_workspace(paths["gen_ws"])
         n_texts = 0
-        if "embed" in args.sections:
+        if "embed" in args.sections or "scale" in args.sections:
             n_texts = embedding_workspace(paths["embed_ws"], args.embed_texts, paths["texts"])
-            for b in args.embed_batches:  # a fresh copy per side: nothing cached
-                shutil.copytree(paths["embed_ws"], str(paths["embed_ws"]) + f"-b{b}")
+            for b in [*args.embed_batches, "ray"]:  # a fresh copy per side: nothing cached
+                suffix = f"-b{b}" if b != "ray" else "-ray"
+                shutil.copytree(paths["embed_ws"], str(paths["embed_ws"]) + suffix)
         paths["rm_data"], paths["ppo_prompts"], rm_pairs = training_files(tmp, args.rm_pairs)
+        args.gpu = info
         sides = plan(args, cfg, device, models, paths)
         gen = next((x.args for x in sides if x.section == "gen"), {"where": None, "max_new_tokens": None})
         setup_s = round(time.time() - t0, 1)

@@ -15,6 +15,8 @@ that each side's start-up and peak memory are its own.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 import traceback
@@ -69,9 +71,20 @@ def _peak_gpu_mib() -> int | None:
 # ---------------------------------------------------------------------------------------------- generation
 
 
+def _engine(engine: str | None):
+    """--engine ray's settings (a Ray this side starts on the machine, one actor per GPU), or None for local."""
+    if not engine:
+        return None
+    from curate.engine import EngineSettings
+
+    return EngineSettings(kind=engine)
+
+
 def gen_curate(rec: Record, workspace: str, model: str, backend: str, prompts: int, max_new_tokens: int,
-               batch_size: int, chat_template: bool, device: str, branch: str, where: str | None = None) -> None:
-    """`curate generate --backend BACKEND` through its Python API on the first `prompts` prompts (seed 0's sample)."""
+               batch_size: int, chat_template: bool, device: str, branch: str, where: str | None = None,
+               engine: str | None = None) -> None:
+    """`curate generate --backend BACKEND [--engine ray]` through its Python API on the first `prompts` prompts
+    (seed 0's sample)."""
     from curate.generate import GenerateParams, generate
     from curate.workspace import Workspace
 
@@ -93,7 +106,7 @@ def gen_curate(rec: Record, workspace: str, model: str, backend: str, prompts: i
 
     rec.update(force=True, stage="loading", backend=backend, batch_size=batch_size)
     r = generate(Workspace(workspace), model, iteration=1, branch=branch, backend=backend, device=device,
-                 batch_size=batch_size, limit=prompts, where=where, progress=progress,
+                 batch_size=batch_size, limit=prompts, where=where, progress=progress, engine=_engine(engine),
                  params=GenerateParams(max_new_tokens=max_new_tokens, chat_template=chat_template))
     manifest = json.loads(Path(r.manifest).read_text(encoding="utf-8")) if r.manifest else {}
     # the backend's own clock (its generate calls only) once the run is whole
@@ -151,8 +164,10 @@ def embed_naive(rec: Record, texts_file: str, model: str, device: str, batch_siz
             rec.check()
 
 
-def embed_curate(rec: Record, workspace: str, model: str, device: str, batch_size: int) -> None:
-    """`curate embed --device DEVICE --batch-size N` through its Python API on a fresh workspace (nothing cached)."""
+def embed_curate(rec: Record, workspace: str, model: str, device: str, batch_size: int,
+                 engine: str | None = None) -> None:
+    """`curate embed --device DEVICE --batch-size N [--engine ray]` through its Python API on a fresh workspace
+    (nothing cached)."""
     from curate.embedding import embed
     from curate.workspace import Workspace
 
@@ -171,7 +186,8 @@ def embed_curate(rec: Record, workspace: str, model: str, device: str, batch_siz
         return advance
 
     rec.update(force=True, stage="loading", batch_size=batch_size)
-    r = embed(Workspace(workspace), model, device=device, batch_size=batch_size, progress=progress)
+    r = embed(Workspace(workspace), model, device=device, batch_size=batch_size, progress=progress,
+              engine=_engine(engine))
     rec.update(texts=r.embedded, backend=r.backend, embed_wall_s=round(r.seconds, 3))
 
 
@@ -202,6 +218,28 @@ def rm(rec: Record, base: str, data: str, output: str, knobs: dict) -> None:
     rec.update(pairs=min(rec.data.get("pairs", 0), r.trained_rows), trained_rows=r.trained_rows,
                dropped_long=r.dropped_long, accuracy=r.metrics.get("accuracy"), train_loss=r.metrics.get("train_loss"),
                rm_wall_s=round(r.seconds, 3))
+
+
+def rm_launch(rec: Record, base: str, data: str, output: str, knobs: dict, config: str, processes: int) -> None:
+    """`accelerate launch --config_file CONFIG --num_processes N -m curate.train.rm` (the multi-GPU path,
+    configs/accelerate/): pairs/s from the trainer's own record; stopped by the parent at the budget."""
+    argv = []
+    for k, v in knobs.items():
+        flag = "--" + k.replace("_", "-")
+        argv += ([flag] if v else ["--no-" + flag[2:]]) if isinstance(v, bool) else [flag, str(v)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes",
+           str(processes), "-m", "curate.train.rm", "--base", base, "--data", data, "--output", output, "--force",
+           "-q", *argv]
+    rec.update(force=True, stage="training", processes=processes, config=Path(config).name)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    wall = time.perf_counter() - t0
+    done = json.loads((Path(output) / "curate_train.json").read_text(encoding="utf-8"))
+    m = done.get("metrics", {})
+    rec.update(pairs=m.get("rows_seen"), train_s=round(wall, 3), steps=m.get("steps"),
+               recorded_processes=done.get("processes", m.get("processes")),
+               global_batch_size=done.get("global_batch_size", m.get("global_batch_size")),
+               note="train_s is the launch's wall time (model loads in every process included)")
 
 
 def ppo(rec: Record, policy: str, prompts_file: str, workdir: str, knobs: dict) -> None:
