@@ -7,15 +7,15 @@ block layout, retries and ordering change nothing in the result. A dead actor is
 (Ray Data's defaults for actor pools: max_restarts and max_task_retries -1); the retried task writes the same
 shard again.
 
-The input is ray.data.from_items (one row per shard, its payload pickled): no read task, so a cluster whose every
-CPU is held by an actor does not deadlock waiting for one (ray.data.range's read task would).
+The input is ray.data.from_items, one row per shard: its name and the path of the to-do list the driver wrote to
+staging (the driver's object store holds no texts). No read task, so a cluster whose every CPU is held by an actor
+does not deadlock waiting for one (ray.data.range's read task would).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import sys
 import time
 from typing import Any, Callable
@@ -49,7 +49,7 @@ class _Worker:
             try:
                 if self.error:
                     raise CurateError(self.error)
-                rows, info = self.job.run(self.state, pickle.loads(payload), None)
+                rows, info = self.job.run(self.state, self.staging.read_todo(str(payload)), None)
             except CurateError as e:
                 out["name"].append(str(name))
                 out["rows"].append(0)
@@ -161,7 +161,8 @@ class RayExecutor:
         remote: dict[str, Any] = {}
         if os.environ.get(FAULT_ENV):
             remote["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
-        items = [{"name": s.name, "payload": pickle.dumps(s.payload)} for s in shards]
+        # the driver writes the to-do list, one file per shard; a task carries the shard's name and that path
+        items = [{"name": s.name, "payload": staging.write_todo(s.name, s.payload)} for s in shards]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(_Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(
                                 size=min(self.actors, len(shards)), max_tasks_in_flight_per_actor=1),
@@ -179,7 +180,7 @@ class RayExecutor:
             if row["error"]:
                 raise CurateError(f"--engine ray, in an actor on node {str(row['node'])[:12]}: {row['error']}")
             name = str(row["name"])
-            if name not in staging.done():  # a second result for a shard already committed (a retried task)
+            if not staging.is_done(name):  # a second result for a shard already committed (a retried task)
                 continue
             rows, info = staging.read(name)
             on_done(name, rows, info)

@@ -2,6 +2,7 @@
 
     <workspace>/staging/<step>/<job>/<shard>.parquet    the shard's rows (written to a temporary name, renamed)
     <workspace>/staging/<step>/<job>/<shard>.done       then this marker: {"node", "pid", "rows", "seconds", ...}
+    <workspace>/staging/<step>/<job>/todo/<shard>.pkl   the shard's to-do list, written by the driver
 
 <job> names the work's identity (the embedding model; the policy, iteration and sampling settings), so a shard
 found there is the same work whichever run wrote it. A shard counts only once its marker exists: a worker killed
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,25 @@ class Staging:
             rows.write_parquet(tmp, compression="zstd")
         write_text(done, json.dumps({**info, "rows": rows.height}, sort_keys=True))
 
+    def write_todo(self, name: str, payload) -> str:
+        """Driver side: a shard's to-do list (its keys and inputs, pickled), read by the actor that takes the shard;
+        the tasks carry only this path, so the driver's object store holds no texts however large the job."""
+        path = self.folder / "todo" / f"{name}.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with staged_file(path) as tmp:
+            with open(tmp, "wb") as fh:
+                pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return str(path)
+
+    @staticmethod
+    def read_todo(path: str):
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+
+    def is_done(self, name: str) -> bool:
+        data, done = self._paths(name)
+        return done.is_file() and data.is_file()
+
     def done(self) -> list[str]:
         """Names of the shards whose rows and marker are both there, sorted."""
         if not self.folder.is_dir():
@@ -63,6 +84,7 @@ class Staging:
         data, done = self._paths(name)
         done.unlink(missing_ok=True)
         data.unlink(missing_ok=True)
+        (self.folder / "todo" / f"{name}.pkl").unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Everything staged for this job (--overwrite starts again)."""
