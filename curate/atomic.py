@@ -7,7 +7,8 @@ renamed into place only when complete, so a reader sees the old version or the n
     with staged_dir(folder, replace=True) as tmp: ...   a folder (checkpoints, exported datasets)
     install_dir(folder, build)           a folder built once, shared by processes (the first rename wins)
 
-Every other module writes through these: one implementation, one set of temporary names (`.<name>.<id>.tmp`).
+Every other module writes through these: one implementation, one set of temporary names (`.<name>.<id>.tmp`),
+and one place where a full disk or read-only storage becomes a one-line StorageError (curate.faults.guard).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from .faults import folder_bytes, guard
 
 
 def temp_name(path: Path, suffix: str = "tmp") -> Path:
@@ -34,27 +37,27 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path` (os.replace), on failure it is removed."""
+def staged_file(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` (os.replace), on failure it is removed.
+    needed: the bytes it will take, where the caller knows, for the message of a full disk."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with guard(path, needed=needed, written=lambda: folder_bytes(tmp)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    with staged_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with staged_file(path) as tmp:
+    with staged_file(path, needed=len(data)) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
@@ -73,12 +76,13 @@ def staged_dir(target: str | os.PathLike, replace: bool = False,
     (default FileExistsError). On failure the temporary folder is removed and the target is untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(target)
-    tmp.mkdir()
     try:
-        yield tmp
-        move_into_place(tmp, target, replace, refuse)
+        with guard(target, written=lambda: folder_bytes(tmp)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+            yield tmp
+            move_into_place(tmp, target, replace, refuse)
     except BaseException:
         remove(tmp)
         raise

@@ -184,14 +184,39 @@ class FriendlyErrors:
     """Mixed into click commands and groups: a CurateError is one line (no traceback), Ctrl-C a short note."""
 
     def invoke(self, ctx):
+        from .faults import step, storage_errno, storage_error
+
         try:
-            return super().invoke(ctx)
+            with step(_step_name(self, ctx)):
+                try:
+                    return super().invoke(ctx)
+                except CurateError:
+                    raise
+                except Exception as e:  # a write no choke point wrapped (a library's own save): still one line
+                    if storage_errno(e) is None:
+                        raise
+                    raise storage_error(e, None) from None
         except CurateError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted: the workspace keeps its last committed state; rerun the command to finish.",
                        err=True)
             sys.exit(130)
+
+
+def _step_name(command: click.Command, ctx: click.Context) -> str:
+    """`curate ingest`, `curate train rm`: the command path the user typed, for messages about the running step
+    (a group's invoke runs before its subcommand's context exists, so the words are resolved here)."""
+    words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    name = [ctx.command_path]
+    for w in words:
+        if not isinstance(command, click.Group) or w.startswith("-"):
+            break
+        command = command.get_command(ctx, w)
+        if command is None:
+            break
+        name.append(w)
+    return " ".join(name)
 
 
 class Command(FriendlyErrors, click.Command):

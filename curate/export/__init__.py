@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import exists, move_into_place, remove, temp_name
 from ..errors import CurateError
+from ..faults import folder_bytes, guard
 from ..workspace import Workspace, file_key
 from .card import card_metadata, dataset_card, to_yaml
 from .hub import push_to_hub
@@ -148,15 +149,16 @@ def export_subset(
     # into place together, and staged_file would replace an existing file even without force.
     staged = [temp_name(p) for p in finals]
     try:
-        if fmt == "folder":
-            write_folder(staged[0], table, prov, repo_id=repo_id)
-        elif fmt == "parquet":
-            _write_parquet(staged[0], table, prov)
-        else:
-            _write_jsonl(staged[0], table)
-            staged[1].write_text(_json(prov), encoding="utf-8")
-        for tmp, final in zip(staged, finals):
-            move_into_place(tmp, final, force, refuse=_already_there)
+        with guard(target, needed=table.nbytes, written=lambda: sum(folder_bytes(p) for p in staged)):
+            if fmt == "folder":
+                write_folder(staged[0], table, prov, repo_id=repo_id)
+            elif fmt == "parquet":
+                _write_parquet(staged[0], table, prov)
+            else:
+                _write_jsonl(staged[0], table)
+                staged[1].write_text(_json(prov), encoding="utf-8")
+            for tmp, final in zip(staged, finals):
+                move_into_place(tmp, final, force, refuse=_already_there)
     except BaseException:
         for tmp in staged:
             remove(tmp)
