@@ -9,6 +9,7 @@ AMD EPYC these numbers come from, read back from the page cache right after the 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,22 @@ def verify_file(table: str, rel: str, path: Path, recorded: dict | None, deep: b
     if why:
         return FileProblem(table, rel, "schema", why)
     return None
+
+
+# a reader's error naming a live file: <workspace>/tables/<table>/<file>.parquet (DuckDB quotes it, pyarrow not)
+_TABLE_FILE = re.compile(r"""(?P<path>/[^'"\s]*?/tables/(?P<table>[A-Za-z0-9_]+)/[^'"\s/]+\.parquet)""")
+
+
+def damage_hint(exc: BaseException) -> str | None:
+    """For an error raised while reading a table file (DuckDB's "No magic bytes found...", a missing file): one
+    line naming the table and pointing to `curate check`; None for any other error."""
+    text = str(exc)
+    m = _TABLE_FILE.search(text)
+    if m is None:
+        return None
+    path = Path(m.group("path"))
+    why = "it is missing" if not path.exists() else \
+        text.replace(f"'{path}'", "").replace(str(path), "").strip().splitlines()[0].rstrip(": ")[:200]
+    ws = path.parents[2]
+    return (f"table {m.group('table')} is damaged: reading {path} failed ({why}). Run `curate check -w {ws}` to see "
+            f"which files and later steps it affects, and `curate check -w {ws} --repair` to set it aside.")

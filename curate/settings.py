@@ -185,17 +185,20 @@ class FriendlyErrors:
 
     def invoke(self, ctx):
         from .faults import step, storage_errno, storage_error
+        from .integrity import damage_hint
 
         try:
             with step(_step_name(self, ctx)):
                 try:
                     return super().invoke(ctx)
-                except CurateError:
-                    raise
-                except Exception as e:  # a write no choke point wrapped (a library's own save): still one line
-                    if storage_errno(e) is None:
+                except Exception as e:
+                    # a reader meeting a damaged table file (DuckDB's "No magic bytes found..."): which table, and
+                    # `curate check`
+                    if (hint := damage_hint(e)) is not None:
+                        raise CurateError(hint) from None
+                    if isinstance(e, CurateError) or storage_errno(e) is None:
                         raise
-                    raise storage_error(e, None) from None
+                    raise storage_error(e, None) from None  # a write no choke point wraps (a library's own save)
         except CurateError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
