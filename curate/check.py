@@ -139,7 +139,7 @@ def _column(ws: Workspace, rels: list[str], column: str) -> set:
 def affected(ws: Workspace, state: dict, tc: TableCheck, result: CheckResult) -> list[str]:
     """Later steps and tables that depend on tc's damaged files: the tables it feeds, and in detail the files keyed
     by the same model or iteration, and the `runs` steps done that read it."""
-    out = [f"table {t}" for t in DOWNSTREAM.get(tc.table, []) if t in state["tables"] or " " in t]
+    out = [t if " " in t else f"table {t}" for t in DOWNSTREAM.get(tc.table, []) if " " in t or t in state["tables"]]
     keys = {k for p in tc.problems if (k := _key(p.path))}
     if tc.table == "embeddings":  # keyed by model id: that model's scores
         for k in sorted(keys):

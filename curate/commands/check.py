@@ -18,7 +18,11 @@ from .options import json_option, quiet_option, workspace_option
 @quiet_option
 @click.pass_context
 def check(ctx, repair, quick, workspace, as_json, quiet):
-    """Verify every table file (size, SHA-256, Parquet, schema); exit 1 if any is damaged or missing.
+    """Verify every table file is sound; exit 1 if one is damaged or missing.
+
+    \b
+    Each live file must have the size and SHA-256 its commit recorded, open as Parquet and have its table's
+    columns.
 
     \b
     Each damaged table is reported with what depends on it and how to rebuild it. With --repair the damaged
