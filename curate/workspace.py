@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .atomic import write_text
+from .atomic import remove, stale_temps, write_text
 from .errors import CurateError, WorkspaceBusy, WorkspaceNotWritable
 from .faults import guard, storage_errno
 from .integrity import file_record
@@ -211,6 +211,9 @@ class Workspace:
             for path in self.tables_dir.rglob("*"):
                 if path.is_file() and path.relative_to(self.tables_dir).as_posix() not in protected:
                     path.unlink(missing_ok=True)
+        for folder in (self.root, self.manifests_dir):  # a killed write of state.json or of a manifest
+            for path in stale_temps(folder):
+                remove(path)
         if len(keep_trash) != len(state.get("trash", [])):
             state["trash"] = keep_trash
             try:

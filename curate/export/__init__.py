@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import exists, move_into_place, remove, temp_name
+from ..atomic import clear_stale, exists, move_into_place, remove, temp_name
 from ..errors import CurateError
 from ..faults import folder_bytes, guard
 from ..workspace import Workspace, file_key
@@ -137,6 +137,8 @@ def export_subset(
     target = Path(to) if to is not None else default_target(row["name"], fmt)
     sidecar = target.with_name(target.name + ".provenance.json") if fmt == "jsonl" else None
     finals = [target] if sidecar is None else [target, sidecar]
+    for p in finals:
+        clear_stale(p)  # what a killed export of this target left beside it (an earlier version is put back)
     existing = [p for p in finals if exists(p)]
     if existing and not force:
         raise _already_there(existing[0])
