@@ -184,7 +184,7 @@ class FriendlyErrors:
     """Mixed into click commands and groups: a CurateError is one line (no traceback), Ctrl-C a short note."""
 
     def invoke(self, ctx):
-        from .faults import step, storage_errno, storage_error
+        from .faults import StorageError, step, storage_errno, storage_error
         from .integrity import damage_hint
 
         try:
@@ -194,7 +194,7 @@ class FriendlyErrors:
                 except Exception as e:
                     # a reader meeting a damaged table file (DuckDB's "No magic bytes found..."): which table, and
                     # `curate check`
-                    if (hint := damage_hint(e)) is not None:
+                    if not isinstance(e, StorageError) and (hint := damage_hint(e)) is not None:
                         raise CurateError(hint) from None
                     if isinstance(e, CurateError) or storage_errno(e) is None:
                         raise

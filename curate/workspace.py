@@ -429,7 +429,7 @@ class Transaction:
         finally:
             w.close()
         if w.rows:
-            with guard(final, step=self.command):
+            with guard(final, written=lambda: _size(tmp), step=self.command):
                 os.replace(tmp, final)
             self.stage(table, final)
         else:
