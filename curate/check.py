@@ -169,15 +169,17 @@ def advice(ws: Workspace, state: dict, tc: TableCheck, result: CheckResult) -> s
     if tc.table in ("pairs", "rejects"):
         return ingest_again(ws, state, tc, result)
     keys = sorted({k for p in tc.problems if (k := _key(p.path))})
+    names = _model_names(ws, state, result)
     if tc.table == "embeddings":
-        return f"`curate embed --model MODEL` for model(s) {', '.join(keys)} embeds the dropped texts again " \
-               "(the rest stays cached)" if keys else "`curate embed` embeds the dropped texts again"
+        return " and ".join(f"`curate embed{_model_option(names, k)}`" for k in keys) + \
+            " embeds the dropped texts again (the rest stays cached)" if keys else \
+            "`curate embed` embeds the dropped texts again"
     if tc.table in ("similarities", "sample_similarities"):
         how = []
         for k in keys:
             branch, _, rest = k.partition("-it")
             it, _, model = rest.partition("-")
-            how.append(f"`curate score -i {it} --branch {branch} --model {model}`")
+            how.append(f"`curate score -i {it} --branch {branch}{_model_option(names, model)}`")
         return " and ".join(how) or "`curate score -i N` for the iteration scored"
     if tc.table in ("subsets", "subset_pairs"):
         return f"`curate filter` again for subset(s) {', '.join(keys)} (its options are in manifests/filter-*.json)"
@@ -190,6 +192,26 @@ def advice(ws: Workspace, state: dict, tc: TableCheck, result: CheckResult) -> s
         return "import the generations again (`curate generations import FILE -i N --policy P --overwrite`; files " \
                f"imported before: {files}) or `curate generate` them again"
     return f"`{command}` again" + (" from your own files" if source else "") if command else "nothing rebuilds it"
+
+
+def _model_names(ws: Workspace, state: dict, result: CheckResult) -> dict[str, str]:
+    """model_id -> the name `--model` takes, from the sound embedding_models files."""
+    import pyarrow.parquet as pq
+
+    names: dict[str, str] = {}
+    for rel in _sound(state, "embedding_models", result):
+        try:
+            rows = pq.read_table(ws.tables_dir / rel, columns=["model_id", "name"]).to_pylist()
+        except Exception:  # damaged itself: reported in its own table
+            continue
+        names |= {r["model_id"]: r["name"] for r in rows}
+    return names
+
+
+def _model_option(names: dict[str, str], model_id: str) -> str:
+    """` --model NAME` for a model id (file keys hold ids, the option takes a name or folder)."""
+    name = next((n for m, n in names.items() if file_key(m) == model_id), None)
+    return f" --model {name}" if name else f" --model MODEL (the model whose id is {model_id})"
 
 
 def ingest_again(ws: Workspace, state: dict, tc: TableCheck, result: CheckResult) -> str:

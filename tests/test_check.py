@@ -17,7 +17,8 @@ from .conftest import hand_scored_ws, query
 
 @pytest.fixture
 def cws(cli, tmp_path) -> Workspace:
-    """Ten hand-scored pairs, a subset, one model's embeddings and a `runs` row of a done score step."""
+    """Ten hand-scored pairs, a subset, one model's embeddings (model_id m-1, named tiny-embedder) and a `runs` row of
+    a done score step."""
     w = hand_scored_ws(cli, tmp_path)
     r = cli("filter", "-w", w.root, "-s", "positive", "--eps", "0.2", "-i", "1", "--name", "kept", "-q")
     assert r.exit_code == 0, r.output
@@ -25,6 +26,9 @@ def cws(cli, tmp_path) -> Workspace:
     with w.transaction() as tx:
         vectors = pl.Series([[1.0, 0.0], [0.0, 1.0]], dtype=pl.Array(pl.Float32, 2))
         tx.add("embeddings", pl.DataFrame({"text_hash": ["a", "b"], "model_id": "m-1", "vector": vectors}), key="m-1")
+        tx.add("embedding_models", pl.DataFrame({"model_id": ["m-1"], "name": ["tiny-embedder"], "revision": [None],
+                                                 "weights_sha256": ["x"], "pooling": ["mean"], "max_seq_length": [8],
+                                                 "dim": [2], "identity": ["{}"], "created_at": [now]}))
         tx.add("runs", pl.DataFrame({"run_id": ["r1"], "step": ["score"], "branch": ["main"], "iteration": [1],
                                      "status": ["done"], "inputs": ["{}"], "outputs": ["{}"], "config_sha256": ["x"],
                                      "started_at": [now], "finished_at": [now], "seconds": [1.0], "error": [None]}))
@@ -73,8 +77,9 @@ def test_truncated_missing_rewritten_and_wrong_schema_files_are_each_named(cws, 
     emb_affects = report["tables"]["embeddings"]["affects"]
     assert "similarities main-it2-m-1 (scored with model m-1)" in emb_affects  # it1 is damaged itself
     assert "run r1: step score main/it1 (done)" in emb_affects
-    assert report["tables"]["similarities"]["advice"] == "`curate score -i 1 --branch main --model m-1`"
-    assert "curate embed --model MODEL` for model(s) m-1" in report["tables"]["embeddings"]["advice"]
+    assert report["tables"]["similarities"]["advice"] == "`curate score -i 1 --branch main --model tiny-embedder`"
+    assert report["tables"]["embeddings"]["advice"].startswith("`curate embed --model tiny-embedder` embeds the "
+                                                               "dropped texts again")
 
     r = cli("check", "-w", cws.root)
     assert r.exit_code == 1 and "4 damaged or missing file(s)." in r.stdout
@@ -106,7 +111,7 @@ def test_repair_sets_a_derived_tables_damaged_file_aside_and_says_what_recompute
 
     r = cli("check", "-w", cws.root, "--repair")
     assert r.exit_code == 0, r.output
-    assert "similarities: to rebuild, `curate score -i 1 --branch main --model m-1`" in r.stdout
+    assert "similarities: to rebuild, `curate score -i 1 --branch main --model tiny-embedder`" in r.stdout
     assert f"repaired: dropped {bad.relative_to(cws.tables_dir)} from the live state (moved to " in r.stdout
     moved = list((cws.root / "quarantine").rglob(bad.name))
     assert len(moved) == 1 and moved[0].read_bytes() == torn and not bad.exists()  # set aside, never deleted

@@ -186,3 +186,47 @@ def test_the_lock_and_state_say_full_on_a_fresh_workspace(cli, tmp_path, monkeyp
     assert r.exit_code == 1 and "Traceback" not in r.output and r.stderr.count("\n") == 1
     assert "curate ingest could not write" in r.stderr
     assert not (tmp_path / "new").exists()
+
+
+@pytest.fixture
+def embedded_ws(fws, tmp_path):
+    """fws with generations of iteration 3 and hand-made unit vectors of model m-1 for every text score reads."""
+    import hashlib
+
+    import numpy as np
+    import polars as pl
+
+    from curate.workspace import Workspace
+
+    w = Workspace(fws.root)
+    pairs = query(w.root, "select pair_id, chosen, rejected from pairs")
+    gens = pl.DataFrame({"branch": "main", "iteration": 3, "pair_id": [p for p, _, _ in pairs], "sample": 0,
+                         "text": [f"a sample for {c}" for _, c, _ in pairs], "policy": "p", "params": "{}"})
+    texts = sorted({t for _, c, r in pairs for t in (c, r)} | set(gens["text"]))
+    vecs = np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    with w.transaction() as tx:
+        tx.add("generations", gens)
+        tx.add("embeddings", pl.DataFrame({"text_hash": [hashlib.md5(t.encode()).hexdigest() for t in texts],
+                                           "model_id": "m-1", "vector": pl.Series(vecs.tolist(),
+                                                                                  dtype=pl.Array(pl.Float32, 4))}),
+               key="m-1")
+        tx.add("embedding_models", pl.DataFrame({"model_id": ["m-1"], "name": ["m"], "revision": [None],
+                                                 "weights_sha256": ["x"], "pooling": ["mean"], "max_seq_length": [8],
+                                                 "dim": [4], "identity": ["{}"], "created_at": [None]}))
+    return w
+
+
+@pytest.mark.parametrize("code", list(ERRNOS), ids=[errno.errorcode[c] for c in ERRNOS])
+def test_each_errno_on_score(embedded_ws, cli, tmp_path, monkeypatch, code):
+    r = cli("score", "-i", "3", "-w", embedded_ws.root, "-q")
+    assert r.exit_code == 0, r.output  # it can score
+    before = snapshot(embedded_ws.root)
+    with monkeypatch.context() as m:
+        refuse_renames(m, tmp_path, code)
+        r = cli("score", "-i", "3", "-w", embedded_ws.root)
+    err = r.stderr.strip()
+    assert r.exit_code == 1 and "Traceback" not in r.output and "\n" not in err, r.output
+    assert err.startswith(f"Error: curate score could not write {embedded_ws.root / 'tables'}"), err
+    assert ERRNOS[code] in err.lower()
+    assert snapshot(embedded_ws.root) == before and leftovers(embedded_ws.root) == []
