@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from .atomic import remove, stale_temps, write_text
 from .errors import CurateError, WorkspaceBusy, WorkspaceNotWritable
-from .faults import guard, storage_errno
+from .faults import StorageError, guard, storage_errno
 from .integrity import file_record
 from .tablefiles import TableWriter, conform
 from .tables import TABLES, empty_select
@@ -346,7 +346,7 @@ class Workspace:
                 con.close()
                 # a stale catalog is refreshed when the workspace can be written; a reader of a busy or
                 # read-only (copied, mounted) workspace gets the same views in memory instead
-                with contextlib.suppress(WorkspaceBusy, WorkspaceNotWritable):
+                with contextlib.suppress(WorkspaceBusy, WorkspaceNotWritable, StorageError):  # a full disk too
                     with self.lock("catalog refresh"):
                         if self.refresh_catalog(state):
                             with contextlib.suppress(duckdb.Error):

@@ -230,3 +230,33 @@ def test_each_errno_on_score(embedded_ws, cli, tmp_path, monkeypatch, code):
     assert err.startswith(f"Error: curate score could not write {embedded_ws.root / 'tables'}"), err
     assert ERRNOS[code] in err.lower()
     assert snapshot(embedded_ws.root) == before and leftovers(embedded_ws.root) == []
+
+
+def test_a_reader_of_a_stale_catalog_on_a_full_disk_still_reads(fws, cli, monkeypatch):
+    """A stale catalog is refreshed under the lock when the disk allows; a full one leaves the views in memory."""
+    import builtins
+    import json
+
+    state = json.loads((fws.root / "state.json").read_text())
+    state["generation"] += 1  # as after a commit whose catalog refresh did not happen
+    (fws.root / "state.json").write_text(json.dumps(state))
+
+    class Full:
+        def __init__(self, fh):
+            self._fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    def full_open(path, *a, **k):
+        fh = builtins.open(path, *a, **k)
+        return Full(fh) if str(path).endswith(".lock") else fh
+
+    monkeypatch.setattr("curate.workspace.open", full_open, raising=False)
+    r = cli("sql", "select count(*) as n from pairs", "-w", fws.root, "--format", "csv")
+    assert r.exit_code == 0 and r.stdout == "n\n10\n", r.output
+    r = cli("filter", "-s", "negative", "--eps", "0.2", "-i", "1", "-w", fws.root)  # a writer is told
+    assert r.exit_code == 1 and f"curate filter could not write {fws.root / '.lock'}: no space left" in r.stderr
