@@ -3,7 +3,9 @@ its write phase, then the same command run again to the end. The final tables eq
 temporary file remains beside the workspace or the output, and `curate check` finds the workspace sound.
 
 A kill point is "the command has begun writing" (its workspace lock taken, or a staging folder beside its output)
-plus a seeded random delay, so it lands among the writes rather than in the imports. `curate run` has its own
+plus a seeded random delay, so it lands among the writes rather than in the imports; a step that commits once, in
+a few tens of milliseconds at its end, is killed at a seeded point of the second half of its measured run time
+instead, on a fresh copy each time. `curate run` has its own
 SIGKILL test in tests/test_run.py (the whole loop is too slow to run twice here); it checks the same things.
 """
 
@@ -249,26 +251,31 @@ def test_killed_trainers_rerun_to_a_model_that_loads_and_leave_the_workspace_as_
                  "--save-every", "1", "--batch-size", "2", "--mini-batch-size", "1", "--max-new-tokens", "3"],
                 AutoModelForCausalLM),
     }
+    killed = {}
     for name, (args, auto) in jobs.items():
         out = tmp_path / name
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         rng = random.Random(f"{SEED}-{name}")
         proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *map(str, args), "-o", out, "-q"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        saving, t0 = writing(ws, out), time.monotonic()
-        # a trainer stages its output only at the end: kill it while it saves, or a random time into its run
+        staging, t0 = writing(ws, out), time.monotonic()
+        # sft and rm stage their output at the end; ppo saves into it after every step (--save-every 1): kill one
+        # while it saves, or a random time into its run
         wait, delay = rng.choice(["training", "saving"]), rng.uniform(3, 8)
         while proc.poll() is None and time.monotonic() - t0 < 180:
-            if saving() if wait == "saving" else time.monotonic() - t0 > delay:
+            if (staging() or out.exists()) if wait == "saving" else time.monotonic() - t0 > delay:
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
+        killed[name] = f"{wait}: " + ("killed" if proc.poll() is None else "it ended first")
         proc.kill()
         proc.wait()
         # run again in a process of its own too: a trainer run in this one leaves global state behind (accelerate's)
         # that changed later tests' numbers
         r = subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args), "-o", out, "-q",
                             *(["--force"] if name != "ppo" else [])], env=env, capture_output=True, text=True)
-        assert r.returncode == 0, (name, r.stderr[-2000:])  # ppo resumes from its output; the others start over
+        assert r.returncode == 0, (name, killed, r.stderr[-2000:])  # ppo resumes from its output; the others start
+        # over
         assert auto.from_pretrained(out) is not None
         assert temporaries(out.parent) == [], name
     assert tables(ws) == before
+    assert "killed" in " ".join(killed.values()), killed
