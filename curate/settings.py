@@ -191,6 +191,8 @@ class FriendlyErrors:
             with step(_step_name(self, ctx)):
                 try:
                     return super().invoke(ctx)
+                except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+                    raise  # click's own control flow and messages
                 except Exception as e:
                     # a reader meeting a damaged table file (DuckDB's "No magic bytes found..."): which table, and
                     # `curate check`
