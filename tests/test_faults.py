@@ -260,3 +260,34 @@ def test_a_reader_of_a_stale_catalog_on_a_full_disk_still_reads(fws, cli, monkey
     assert r.exit_code == 0 and r.stdout == "n\n10\n", r.output
     r = cli("filter", "-s", "negative", "--eps", "0.2", "-i", "1", "-w", fws.root)  # a writer is told
     assert r.exit_code == 1 and f"curate filter could not write {fws.root / '.lock'}: no space left" in r.stderr
+
+
+def test_the_next_writer_clears_what_a_killed_write_left_and_puts_an_old_version_back(tmp_path):
+    """A killed writer's temporaries (named with its pid) go; a live writer's stay; an `.old` copy of a target that
+    is gone (killed between move_into_place's two renames) is the previous version, so it is put back."""
+    import subprocess
+    import sys
+
+    from curate.atomic import clear_stale, staged_file, stale_temps, write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    target = tmp_path / "out" / "model"
+    target.parent.mkdir()
+    (target.parent / f".model.{dead}-0123abcd.tmp").mkdir()  # a staging folder of a killed trainer
+    old = target.parent / f".model.{dead}-4567cdef.old"
+    old.mkdir()
+    (old / "weights").write_text("the previous model")
+    mine = target.parent / f".model.{os.getpid()}-89abcdef.tmp"  # this process is alive: not stale
+    mine.mkdir()
+    assert sorted(p.name for p in stale_temps(target.parent)) == sorted([f".model.{dead}-0123abcd.tmp", old.name])
+
+    note = tmp_path / "out" / "note.txt"
+    with staged_file(note) as tmp:  # any write beside them clears only its own target's leftovers
+        tmp.write_text("x")
+    assert len(stale_temps(target.parent)) == 2
+    clear_stale(target)  # what staged_dir(target) and export do first
+    assert (target / "weights").read_text() == "the previous model" and mine.exists()
+    assert stale_temps(target.parent) == []
+    write_text(tmp_path / "state.json", "{}")  # and a plain write of a file works beside it all
+    assert (tmp_path / "state.json").read_text() == "{}"
