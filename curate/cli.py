@@ -20,7 +20,7 @@ COMMANDS = {
     "score": "embed:score", "neighbors": "neighbors:neighbors", "filter": "filter:filter_",
     "subsets": "filter:subsets", "explain": "filter:explain", "report": "report:report", "export": "export:export",
     "train": "train:train", "eval": "eval:eval_", "run": "run:run", "runs": "run:runs", "serve": "serve:serve",
-    "strength": "strength:strength",
+    "strength": "strength:strength", "check": "check:check",
 }
 
 

@@ -184,14 +184,44 @@ class FriendlyErrors:
     """Mixed into click commands and groups: a CurateError is one line (no traceback), Ctrl-C a short note."""
 
     def invoke(self, ctx):
+        from .faults import StorageError, step, storage_errno, storage_error
+        from .integrity import damage_hint
+
         try:
-            return super().invoke(ctx)
+            with step(_step_name(self, ctx)):
+                try:
+                    return super().invoke(ctx)
+                except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+                    raise  # click's own control flow and messages
+                except Exception as e:
+                    # a reader meeting a damaged table file (DuckDB's "No magic bytes found..."): which table, and
+                    # `curate check`
+                    if not isinstance(e, StorageError) and (hint := damage_hint(e)) is not None:
+                        raise CurateError(hint) from None
+                    if isinstance(e, CurateError) or storage_errno(e) is None:
+                        raise
+                    raise storage_error(e, None) from None  # a write no choke point wraps (a library's own save)
         except CurateError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted: the workspace keeps its last committed state; rerun the command to finish.",
                        err=True)
             sys.exit(130)
+
+
+def _step_name(command: click.Command, ctx: click.Context) -> str:
+    """`curate ingest`, `curate train rm`: the command path the user typed, for messages about the running step
+    (a group's invoke runs before its subcommand's context exists, so the words are resolved here)."""
+    words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    name = [ctx.command_path]
+    for w in words:
+        if not isinstance(command, click.Group) or w.startswith("-"):
+            break
+        command = command.get_command(ctx, w)
+        if command is None:
+            break
+        name.append(w)
+    return " ".join(name)
 
 
 class Command(FriendlyErrors, click.Command):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CurateError
+from .faults import guard
 from .tables import TABLES
 
 if TYPE_CHECKING:
@@ -23,13 +24,27 @@ class TableWriter:
     overlapping with the caller's parsing of the next chunk. A file of one chunk (a small input) is written by
     polars when it closes: pyarrow is then never imported, a third of a small ingest's start-up."""
 
-    def __init__(self, table: str, path: Path):
-        self.table, self.path, self.rows, self._w = table, path, 0, None
+    def __init__(self, table: str, path: Path, step: str | None = None):
+        self.table, self.path, self.rows, self._w, self.step = table, path, 0, None, step
         self._pool, self._pending, self._first = None, None, None
+
+    def _guard(self):
+        """A full or read-only disk under this file: one line naming it (curate.faults), whichever call hits it."""
+        return guard(self.path, written=self._written, step=self.step)
+
+    def _written(self) -> int | None:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
 
     def write(self, df: "pl.DataFrame") -> None:
         if df.height == 0:
             return
+        with self._guard():
+            self._write(df)
+
+    def _write(self, df: "pl.DataFrame") -> None:
         df = conform(df, self.table)
         self.rows += df.height
         if self._first is None and self._w is None:
@@ -64,6 +79,10 @@ class TableWriter:
             pending.result()  # re-raises a failed write here
 
     def close(self) -> None:
+        with self._guard():
+            self._close()
+
+    def _close(self) -> None:
         try:
             self._wait()
             if self._first is not None:

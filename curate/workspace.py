@@ -3,7 +3,8 @@
 Layout (documented in the README):
 
     <workspace>/
-      state.json          which Parquet files are live, per table (the atomic commit point)
+      state.json          which Parquet files are live, per table (the atomic commit point), with each
+                          file's size and SHA-256 (`files`, checked by `curate check`)
       curate.duckdb       DuckDB catalog: one view per table over its live files
       tables/<table>/*.parquet
       manifests/*.json    provenance of every step (inputs, hashes, options, versions)
@@ -28,8 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .atomic import write_text
+from .atomic import remove, stale_temps, write_text
 from .errors import CurateError, WorkspaceBusy, WorkspaceNotWritable
+from .faults import StorageError, guard, storage_errno
+from .integrity import file_record
 from .tablefiles import TableWriter, conform
 from .tables import TABLES, empty_select
 
@@ -176,10 +179,16 @@ class Workspace:
                 f"Workspace {self.root} is in use by another curate process ({who}). "
                 "Wait for it to finish, or use another --workspace."
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "command": command or " ".join(sys.argv), "since": utcnow()}))
-        fh.flush()
+        try:
+            with guard(self.lock_path):
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps({"pid": os.getpid(), "command": command or " ".join(sys.argv), "since": utcnow()}))
+                fh.flush()
+        except BaseException:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+            raise
         self._lock_fh = fh
         try:
             self._collect_garbage()
@@ -202,16 +211,22 @@ class Workspace:
             for path in self.tables_dir.rglob("*"):
                 if path.is_file() and path.relative_to(self.tables_dir).as_posix() not in protected:
                     path.unlink(missing_ok=True)
+        for folder in (self.root, self.manifests_dir):  # a killed write of state.json or of a manifest
+            for path in stale_temps(folder):
+                remove(path)
         if len(keep_trash) != len(state.get("trash", [])):
             state["trash"] = keep_trash
-            write_text(self.state_path, json.dumps(state, indent=1))
+            try:
+                write_text(self.state_path, json.dumps(state, indent=1))
+            except CurateError:  # storage refusing this small write: the trash list is pruned by a later writer
+                pass
 
     # -- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self, command: str | None = None) -> Iterator["Transaction"]:
         """Stage files, then commit them all at once; on any exception nothing becomes visible."""
         with self.lock(command):
-            tx = Transaction(self)
+            tx = Transaction(self, command)
             try:
                 yield tx
             except BaseException:
@@ -282,6 +297,12 @@ class Workspace:
                 [str(state["generation"]), str(self.root), _tables_stamp()],
             )
             con.execute("COMMIT")
+        except (duckdb.Error, OSError) as e:
+            # a full or read-only disk under the catalog after state.json committed: the catalog is only a cache
+            # of views, and a stale one is rebuilt in memory by every reader (connect)
+            if storage_errno(e) is None:
+                raise
+            return False
         finally:
             con.close()
         return True
@@ -325,7 +346,7 @@ class Workspace:
                 con.close()
                 # a stale catalog is refreshed when the workspace can be written; a reader of a busy or
                 # read-only (copied, mounted) workspace gets the same views in memory instead
-                with contextlib.suppress(WorkspaceBusy, WorkspaceNotWritable):
+                with contextlib.suppress(WorkspaceBusy, WorkspaceNotWritable, StorageError):  # a full disk too
                     with self.lock("catalog refresh"):
                         if self.refresh_catalog(state):
                             with contextlib.suppress(duckdb.Error):
@@ -346,6 +367,7 @@ class Workspace:
 @dataclass
 class Transaction:
     ws: Workspace
+    command: str | None = None
     added: dict[str, list[str]] = field(default_factory=dict)
     removed: dict[str, list[str]] = field(default_factory=dict)
     staged: list[Path] = field(default_factory=list)
@@ -354,7 +376,8 @@ class Transaction:
     def new_path(self, table: str, key: str | None = None) -> tuple[Path, Path]:
         """(temporary path to write, final path) for a new file of `table`."""
         folder = self.ws.tables_dir / table
-        folder.mkdir(parents=True, exist_ok=True)
+        with guard(folder, step=self.command):
+            folder.mkdir(parents=True, exist_ok=True)
         final = folder / (f"{file_key(key)}--{new_id()}.parquet" if key else f"{new_id()}.parquet")
         tmp = final.with_name(final.name + ".tmp")
         self.staged += [tmp, final]
@@ -373,8 +396,9 @@ class Transaction:
             return None
         df = conform(df, table)
         tmp, final = self.new_path(table, key)
-        df.write_parquet(tmp, compression="zstd", statistics=True)
-        os.replace(tmp, final)
+        with guard(final, needed=df.estimated_size, written=lambda: _size(tmp), step=self.command):
+            df.write_parquet(tmp, compression="zstd", statistics=True)
+            os.replace(tmp, final)
         self.stage(table, final)
         return final
 
@@ -388,9 +412,10 @@ class Transaction:
         cols = ", ".join(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in spec.columns)
         tmp, final = self.new_path(table, key)
         target = str(tmp).replace("'", "''")
-        con.execute(f"COPY (SELECT {cols} FROM ({sql})) TO '{target}' (FORMAT parquet, COMPRESSION zstd)",
-                    params or {})
-        os.replace(tmp, final)
+        with guard(final, written=lambda: _size(tmp), step=self.command):
+            con.execute(f"COPY (SELECT {cols} FROM ({sql})) TO '{target}' (FORMAT parquet, COMPRESSION zstd)",
+                        params or {})
+            os.replace(tmp, final)
         self.stage(table, final)
         return final
 
@@ -398,13 +423,14 @@ class Transaction:
     def writer(self, table: str) -> Iterator["TableWriter"]:
         """Stream DataFrames into one new Parquet file of `table` (row group by row group)."""
         tmp, final = self.new_path(table)
-        w = TableWriter(table, tmp)
+        w = TableWriter(table, tmp, step=self.command)
         try:
             yield w
         finally:
             w.close()
         if w.rows:
-            os.replace(tmp, final)
+            with guard(final, written=lambda: _size(tmp), step=self.command):
+                os.replace(tmp, final)
             self.stage(table, final)
         else:
             tmp.unlink(missing_ok=True)
@@ -422,20 +448,36 @@ class Transaction:
             return
         state = self.ws.state()
         now = time.time()
+        records = state.setdefault("files", {})
         for table, rels in self.removed.items():
             current = state["tables"].get(table, [])
             state["tables"][table] = [r for r in current if r not in set(rels)]
             state.setdefault("trash", []).extend({"path": r, "removed_at": now} for r in rels)
+            for r in rels:
+                records.pop(r, None)
         for table, rels in self.added.items():
             state["tables"].setdefault(table, []).extend(rels)
+            for r in rels:  # read back from the page cache just written: what `curate check` verifies later
+                records[r] = file_record(self.ws.tables_dir / r)
         state["generation"] = int(state["generation"]) + 1
-        write_text(self.ws.state_path, json.dumps(state, indent=1))
+        try:
+            write_text(self.ws.state_path, json.dumps(state, indent=1))
+        except BaseException:  # the commit point not reached: the staged files are this step's to remove
+            self.abort()
+            raise
         self.committed = True
         self.ws.refresh_catalog(state)
 
     def abort(self) -> None:
         for path in self.staged:
             path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def query_frame(con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None) -> "pl.DataFrame":

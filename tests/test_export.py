@@ -15,6 +15,7 @@ import pytest
 
 from curate.errors import CurateError
 from curate.export import COLUMNS, DATA_FILE, PROVENANCE_KEY, export_subset, push_to_hub
+from curate.faults import StorageError
 from curate.filters import run_filter, strategy_path
 
 from .conftest import HAND_SIMS, hand_scored_ws, query
@@ -210,8 +211,8 @@ def test_a_failure_midway_leaves_nothing_half_written(ews, monkeypatch, fmt):
 
     with monkeypatch.context() as m:
         m.setattr(pyarrow.parquet, "write_table", broken)
-        with pytest.raises(OSError, match="No space left"):
-            export_subset(ews, SPLIT_EVEN, fmt=fmt, to=target)
+        with pytest.raises(StorageError, match=f"could not write {target}: no space left on the device"):
+            export_subset(ews, SPLIT_EVEN, fmt=fmt, to=target)  # one line naming the target (issue 19)
     assert Path.cwd() == ews.root.parent and list(Path("out").iterdir()) == []
 
     # with --force, the old target stays as it was until a new one is complete
@@ -219,7 +220,7 @@ def test_a_failure_midway_leaves_nothing_half_written(ews, monkeypatch, fmt):
     before = files_of(target) if fmt == "folder" else target.read_bytes()
     with monkeypatch.context() as m:
         m.setattr(pyarrow.parquet, "write_table", broken)
-        with pytest.raises(OSError):
+        with pytest.raises(StorageError):
             export_subset(ews, SPLIT_EVEN, fmt=fmt, to=target, force=True)
     assert (files_of(target) if fmt == "folder" else target.read_bytes()) == before
     assert leftovers(Path("out")) == [] and old.path == target

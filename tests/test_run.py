@@ -9,6 +9,7 @@ import pytest
 
 from curate.errors import CurateError
 from curate.run.config import load, parse
+from curate.workspace import Workspace
 
 from .conftest import hh_row, query, write_jsonl
 from .test_generate import tiny  # noqa: F401 - the tiny byte-level BPE policy, a session fixture
@@ -350,6 +351,13 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_lineage(setup, tmp_path):
     # iteration 2 sampled the branch's own PPO policy of iteration 1, as in the uninterrupted run
     ppo1 = runner.done["ppo/killed/negative/it1"]["checkpoint"]
     assert runner.done["generate/killed/negative/it2"]["policy_path"] == ppo1
+    # what the kill left half-written is gone, and every live file is what its commit recorded (issue 19)
+    from curate.check import check
+
+    from .test_kill import temporaries, unreferenced
+
+    assert temporaries(tmp_path / "ws") == [] and unreferenced(tmp_path / "ws") == []
+    assert check(Workspace(tmp_path / "ws")).ok
 
 
 def test_baseline_branch_and_eval_step(setup, finished, cli):
@@ -379,7 +387,8 @@ def test_baseline_branch_and_eval_step(setup, finished, cli):
     prompts = {x[0] for x in query(ws, "select distinct p.prompt from generations g join pairs p using (pair_id) "
                                        "where g.branch like 'eval/%'")}
     assert prompts <= held_out
-    ev = json.loads(query(ws, "select outputs from runs where step = 'eval' and iteration = 2 and status = 'done'")[0][0])
+    ev = json.loads(query(ws, "select outputs from runs where step = 'eval' and iteration = 2 "
+                              "and status = 'done'")[0][0])
     assert set(ev["winrates"]) == set(STRATEGIES) and set(ev["rm_policy_accuracy"]) == set(STRATEGIES) | {"random"}
     r = cli("report", "winrate", "--run", "toy", "-w", ws)
     assert r.exit_code == 0, r.output

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import exists, move_into_place, remove, temp_name
+from ..atomic import clear_stale, exists, move_into_place, remove, temp_name
 from ..errors import CurateError
+from ..faults import folder_bytes, guard
 from ..workspace import Workspace, file_key
 from .card import card_metadata, dataset_card, to_yaml
 from .hub import push_to_hub
@@ -136,6 +137,8 @@ def export_subset(
     target = Path(to) if to is not None else default_target(row["name"], fmt)
     sidecar = target.with_name(target.name + ".provenance.json") if fmt == "jsonl" else None
     finals = [target] if sidecar is None else [target, sidecar]
+    for p in finals:
+        clear_stale(p)  # what a killed export of this target left beside it (an earlier version is put back)
     existing = [p for p in finals if exists(p)]
     if existing and not force:
         raise _already_there(existing[0])
@@ -148,15 +151,16 @@ def export_subset(
     # into place together, and staged_file would replace an existing file even without force.
     staged = [temp_name(p) for p in finals]
     try:
-        if fmt == "folder":
-            write_folder(staged[0], table, prov, repo_id=repo_id)
-        elif fmt == "parquet":
-            _write_parquet(staged[0], table, prov)
-        else:
-            _write_jsonl(staged[0], table)
-            staged[1].write_text(_json(prov), encoding="utf-8")
-        for tmp, final in zip(staged, finals):
-            move_into_place(tmp, final, force, refuse=_already_there)
+        with guard(target, needed=table.nbytes, written=lambda: sum(folder_bytes(p) for p in staged)):
+            if fmt == "folder":
+                write_folder(staged[0], table, prov, repo_id=repo_id)
+            elif fmt == "parquet":
+                _write_parquet(staged[0], table, prov)
+            else:
+                _write_jsonl(staged[0], table)
+                staged[1].write_text(_json(prov), encoding="utf-8")
+            for tmp, final in zip(staged, finals):
+                move_into_place(tmp, final, force, refuse=_already_there)
     except BaseException:
         for tmp in staged:
             remove(tmp)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from .ppo_algo import KLController
 
 STATE_FILE, LOG_FILE, OPTIMIZER_FILE = "trainer_state.json", "log.jsonl", "optimizer.pt"
@@ -57,13 +58,15 @@ def save_checkpoint(out: Path, step: int, accelerator, actor, value_head, tokeni
     rng = gather_object([_rng_state(prompt_rng)])  # one per process
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        # the weights are overwritten in place: an older state beside half-written weights would resume from them
+        (out / STATE_FILE).unlink(missing_ok=True)
         accelerator.unwrap_model(actor).save_pretrained(out)
         tokenizer.save_pretrained(out)
         torch.save(accelerator.unwrap_model(value_head).state_dict(), out / "value_head.pt")
         if optimizer:
             torch.save({"actor": actor_opt.state_dict(), "critic": critic_opt.state_dict()}, out / OPTIMIZER_FILE)
         state = {"step": step, "kl_coef": kl_ctl.value, "rng": rng}
-        (out / STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        write_text(out / STATE_FILE, json.dumps(state) + "\n")
         if not optimizer:  # only after the new state: until then the older checkpoint stays whole
             (out / OPTIMIZER_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
