@@ -232,17 +232,21 @@ def generate(
         fallback = None  # why --backend auto did not use vLLM after all
         ex = executor(run_on) if run_on is not None and run_on.kind != "local" else None
         if ex is not None:
-            if loaded is not None:
+            try:  # a Ray this step started goes down with it, whatever fails here
+                if loaded is not None:
+                    raise CurateError("--engine ray loads the policy in each actor: pass a model path, not a loaded "
+                                      "one.")
+                if backend == "vllm":
+                    from .engine.llm import VllmRayEngine
+
+                    engine = VllmRayEngine(ref, dtype, ex, vllm_args)
+                else:  # auto on a cluster: transformers in the actors (vLLM there is asked for with --backend vllm)
+                    from .generate_job import DriverTokenizer
+
+                    engine = DriverTokenizer(ref, device or ex.device, dtype)
+            except BaseException:
                 ex.close()
-                raise CurateError("--engine ray loads the policy in each actor: pass a model path, not a loaded one.")
-            if backend == "vllm":
-                from .engine.llm import VllmRayEngine
-
-                engine = VllmRayEngine(ref, dtype, ex, vllm_args)
-            else:  # auto on a cluster: transformers in the actors (vLLM there is asked for with --backend vllm)
-                from .generate_job import DriverTokenizer
-
-                engine = DriverTokenizer(ref, device or ex.device, dtype)
+                raise
         elif loaded is not None:
             engine = TransformersBackend(mdl, tok, str(mdl.device), str(mdl.dtype).replace("torch.", ""))
         else:
@@ -279,6 +283,7 @@ def generate(
             runner = engine if engine.name == "vllm-ray" else ex or LocalExecutor()
             engine_info = _run_plan(ws, runner, job, engine, staging, todo, res,
                                     overwrite and existing.height > 0, existing.height, shard_size, progress)
+            staging.clear()  # every shard is committed: what is left there (to-do lists, a killed write) is spent
         finally:
             engine.close()
             if ex is not None:

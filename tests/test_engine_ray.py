@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import ray  # the `ray` extra: `make install` installs it, so a missing Ray fails here, never skips
 
 from curate.embedding import embed
 from curate.engine import EngineSettings, shard_name
@@ -17,7 +18,6 @@ from curate.workspace import Workspace
 
 from .conftest import hh_row, query, tiny_lm, write_jsonl
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RAY = EngineSettings(kind="ray", actors=2, cpus_per_actor=1, gpus_per_actor=0)
@@ -160,10 +160,13 @@ def test_unreachable_cluster_and_too_few_resources_are_one_line_errors(cluster, 
     from curate.engine.ray_pool import RayExecutor
     from curate.errors import CurateError
 
-    with pytest.raises(CurateError, match=r"has 2 CPUs and 0 GPUs; 3 actors of 1 CPUs"):
+    with pytest.raises(CurateError, match=r"has 2 CPUs and 0 GPUs, room for 2 actor\(s\) of 1 CPUs .*; 3 asked"):
         RayExecutor(EngineSettings(kind="ray", actors=3))
-    with pytest.raises(CurateError, match="GPUs; 1 actors of 1 CPUs and 1 GPUs"):
+    with pytest.raises(CurateError, match=r"room for 0 actor\(s\) of 1 CPUs and 1 GPUs on one node each; 1 asked"):
         RayExecutor(EngineSettings(kind="ray", actors=1, gpus_per_actor=1))
+    # 2 CPUs in all, but 1 per node: an actor of 2 CPUs fits nowhere
+    with pytest.raises(CurateError, match=r"room for 0 actor\(s\) of 2 CPUs and 0 GPUs on one node each"):
+        RayExecutor(EngineSettings(kind="ray", actors=1, cpus_per_actor=2, gpus_per_actor=0))
     assert RayExecutor(EngineSettings(kind="ray")).actors == 2  # as many as fit
     with pytest.raises(CurateError, match=r"in an actor on node \w+: Could not load .*Torch not compiled with CUDA"):
         embed(copy_ws(base_ws, tmp_path, "cuda"), "default", backend="torch", device="cuda", engine=RAY)

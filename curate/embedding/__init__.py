@@ -155,20 +155,21 @@ def embed(
             todo = todo.filter(pl.Series([h in missing for h in todo["text_hash"].to_list()], dtype=pl.Boolean))
         if limit is not None:
             todo = todo.head(limit)
-        if todo.height == 0:
+        if todo.height == 0 and not res.recovered:
             res.seconds = time.perf_counter() - t0
             return res
-        ex = executor(engine)
+        # recovered shards alone (the killed run had staged the rest): nothing to run, the manifest still says so
+        ex = executor(engine if todo.height else None)
         try:
-            job = EmbedJob(ref, backend, device, batch_size)
+            job = EmbedJob(ref, backend, device, batch_size, recalibrate=recalibrate)
             state = None
-            if ex.kind == "local":  # calibrated here, on the texts about to be embedded, as the encoder is loaded
+            if todo.height and ex.kind == "local":  # calibrated here, on the texts about to be embedded
                 state = load_encoder(ref, backend, device, batch_size=batch_size, sample_texts=todo["text"].to_list(),
                                      recalibrate=recalibrate)
                 res.backend = state.backend
                 res.backend_choice = state.choice.manifest() if state.choice else {"backend": state.backend,
                                                                                    "source": "forced"}
-            else:  # each actor measures or gates on the same sample, on its own machine
+            elif todo.height:  # each actor measures or gates on the same sample, on its own machine
                 job.device = device or ex.device
                 if backend == "auto" or CANDIDATES[backend].gated:
                     job.sample_texts = todo["text"].head(256).to_list()
@@ -180,6 +181,7 @@ def embed(
                       for part in (todo.slice(i, shard_size) for i in range(0, todo.height, shard_size))]
             ex.run(job, shards, on_done, advance, staging=staging, state=state)
             engine_info = dict(ex.info)
+            staging.clear()  # every shard is committed: what is left there (to-do lists, a killed write) is spent
         finally:
             ex.close()
         if ex.kind != "local":

@@ -41,11 +41,12 @@ class EmbedJob:
     device: str | None
     batch_size: int
     sample_texts: list[str] = field(default_factory=list)
+    recalibrate: bool = False  # --recalibrate: measure again on each worker's machine, not its cached choice
     step: str = "embed"
 
     def load(self):
         return load_encoder(self.ref, self.backend, self.device, batch_size=self.batch_size,
-                            sample_texts=self.sample_texts or None)
+                            sample_texts=self.sample_texts or None, recalibrate=self.recalibrate)
 
     def run(self, encoder, payload: tuple[list[str], list[str]], advance=None):
         hashes, texts = payload

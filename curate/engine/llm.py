@@ -81,7 +81,7 @@ class VllmRayEngine:
             expected[shard.name] = 0
             for b, batch in shard.payload:
                 for x in batch:
-                    prompts[(shard.name, x.key)] = (b, x)
+                    prompts.setdefault(shard.name, []).append(x)
                     for s in range(p.samples):
                         items.append({"shard": shard.name, "key": x.key, "sample": s, "tokenized_prompt": x.ids,
                                       "seed": row_seed(p.seed, b, x.key, s)})
@@ -95,7 +95,7 @@ class VllmRayEngine:
             engine_kwargs["enforce_eager"] = True
         config = vLLMEngineProcessorConfig(model_source=str(self.ref.folder), engine_kwargs=engine_kwargs,
                                            concurrency=self.ex.actors, batch_size=64, chat_template_stage=False,
-                                           tokenize_stage=False, detokenize_stage=True)
+                                           tokenize_stage=False, detokenize_stage=False)  # vLLM's own text
         processor = build_processor(
             config,
             preprocess=lambda row: dict(
@@ -112,13 +112,12 @@ class VllmRayEngine:
             if len(got) < expected[row["shard"]]:
                 continue
             name, rows, tokens, n = row["shard"], [], 0, 0
-            for (shard, key), (b, x) in prompts.items():
-                if shard != name:
-                    continue
-                texts = [[got[(key, s)][0] for s in range(p.samples)]]
-                tokens += sum(got[(key, s)][1] for s in range(p.samples))
+            for x in prompts.pop(name):  # this shard's prompts only: each shard is assembled once, when whole
+                texts = [[got[(x.key, s)][0] for s in range(p.samples)]]
+                tokens += sum(got[(x.key, s)][1] for s in range(p.samples))
                 rows += batch_rows([x], texts, job.row_params, job.branch, job.iteration, job.policy)
                 n += 1
+            del pending[name]
             on_done(name, rows_frame(rows), {"tokens": tokens, "prompts": n})
             if advance is not None:
                 advance(n, tokens)

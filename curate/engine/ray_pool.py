@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..errors import CurateError
 
-WAIT_FOR_ACTORS_S = 1800  # loading a 7B model on every actor of a cluster takes minutes
+WAIT_FOR_ACTORS_S = 900  # loading a 7B model on every actor takes minutes; then the pool fails with one line
 FAULT_ENV = "CURATE_ENGINE_FAULT"  # tests: a file path; the first actor call that finds it missing creates it and dies
 
 
@@ -98,6 +98,22 @@ def _reachable(address: str | None, flag: str) -> None:
         raise _unreachable(address, flag, f"{type(e).__name__}: {e.strerror or e}") from None
 
 
+def _cause(e: BaseException) -> str:
+    """The innermost message of a Ray error, on one line (Ray wraps an actor's exception in its own)."""
+    while getattr(e, "cause", None) is not None and e.cause is not e:
+        e = e.cause
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[-400:]}"
+
+
+def _fits(resources: dict, cpus_per_actor: float, gpus_per_actor: float) -> int:
+    """How many actors one node's resources hold."""
+    n = int(float(resources.get("CPU", 0)) // cpus_per_actor)
+    if gpus_per_actor:
+        n = min(n, int(float(resources.get("GPU", 0)) // gpus_per_actor))
+    return max(n, 0)
+
+
 class RayExecutor:
     kind = "ray"
 
@@ -122,17 +138,16 @@ class RayExecutor:
         gpus = float(self.resources.get("GPU", 0))
         cpus = float(self.resources.get("CPU", 0))
         self.gpus_per_actor = (1.0 if gpus else 0.0) if settings.gpus_per_actor == -1 else settings.gpus_per_actor
-        fit = int(cpus // settings.cpus_per_actor)
-        if self.gpus_per_actor:
-            fit = min(fit, int(gpus // self.gpus_per_actor))
-        self.actors = settings.actors or max(fit, 0)
-        need_cpu, need_gpu = self.actors * settings.cpus_per_actor, self.actors * self.gpus_per_actor
-        if self.actors < 1 or need_cpu > cpus or need_gpu > gpus:
+        # an actor lives on one node: count what fits node by node (two 1-GPU nodes hold no 2-GPU actor)
+        fit = sum(_fits(n.get("Resources", {}), settings.cpus_per_actor, self.gpus_per_actor)
+                  for n in ray.nodes() if n.get("Alive"))
+        self.actors = settings.actors or fit
+        if self.actors < 1 or self.actors > fit:
             self.close()
             raise CurateError(f"--engine ray: the cluster at {self.address or 'this machine'} has {cpus:g} CPUs and "
-                              f"{gpus:g} GPUs; {max(self.actors, 1)} actors of {settings.cpus_per_actor:g} CPUs and "
-                              f"{self.gpus_per_actor:g} GPUs need {max(need_cpu, settings.cpus_per_actor):g} and "
-                              f"{need_gpu:g}. Lower --actors, --cpus-per-actor or --gpus-per-actor, or add nodes.")
+                              f"{gpus:g} GPUs, room for {fit} actor(s) of {settings.cpus_per_actor:g} CPUs and "
+                              f"{self.gpus_per_actor:g} GPUs on one node each; {max(self.actors, 1)} asked. Lower "
+                              "--actors, --cpus-per-actor or --gpus-per-actor, or add nodes.")
         self.nodes: set[str] = set()
         self.info: dict = {"kind": "ray", "address": self.address or "local", "actors": self.actors,
                            "cpus_per_actor": settings.cpus_per_actor, "gpus_per_actor": self.gpus_per_actor,
@@ -172,7 +187,14 @@ class RayExecutor:
         # stdout is for data (--json): what Ray prints while the pool runs (a raylet's note on a retried task, from
         # its error thread) goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            self._drain(ds, on_done, advance, staging)
+            try:
+                self._drain(ds, on_done, advance, staging)
+            except CurateError:
+                raise
+            except Exception as e:  # an actor's own exception (CUDA out of memory, a model path missing on a node),
+                # or the pool not starting in time (resources taken by other jobs): one line, not Ray's traceback
+                raise CurateError(f"--engine ray: the actor pool failed: {_cause(e)}. Ray's logs (under "
+                                  "/tmp/ray/session_latest/logs on each node) have the details.") from None
         self.info["nodes_used"] = sorted(self.nodes)
 
     def _drain(self, ds, on_done: Callable, advance: Callable | None, staging) -> None:
