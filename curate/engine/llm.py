@@ -14,23 +14,23 @@ Written against ray 2.60's ray.data.llm; NOT run in this project's CI (no GPU th
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Callable
 
 from ..errors import CurateError
-from ..sampling import response_text, window
+from ..generate_job import DriverTokenizer
+from ..sampling import response_text
 
 
 def row_seed(seed: int, b: int, key: str, sample: int) -> int:
     return int(hashlib.sha256(f"curate-generate:{seed}:{b}:{key}:{sample}".encode()).hexdigest()[:8], 16)
 
 
-class VllmRayEngine:
-    """The driver's side: tokenizer and window for the plan; run() is the executor for the shards."""
+class VllmRayEngine(DriverTokenizer):
+    """The driver's side: tokenizer and window for the plan (DriverTokenizer's); run() is the executor for the
+    shards."""
 
     name = "vllm-ray"
     kind = "ray"
-    device = "cuda"
 
     def __init__(self, ref, dtype: str, ex, extra_args: str = ""):
         if not float(ex.resources.get("GPU", 0)):
@@ -42,26 +42,9 @@ class VllmRayEngine:
         except ImportError as e:
             raise CurateError(f"--engine ray --backend vllm needs ray.data.llm and vLLM on the cluster "
                               f"(pip install 'ray[llm]'): {e}") from None
-        from transformers import AutoTokenizer
-
-        from ..policy import resolve_dtype
-
-        self.ref, self.ex, self.extra_args = ref, ex, extra_args
-        self.dtype = resolve_dtype("cuda", dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(ref.folder), padding_side="left")
+        super().__init__(ref, "cuda", dtype)
+        self.ex, self.extra_args = ex, extra_args
         self.info = {**ex.info, "llm": "ray.data.llm vLLMEngineProcessorConfig"}
-
-    def window(self) -> int | None:
-        from types import SimpleNamespace
-
-        config = json.loads((self.ref.folder / "config.json").read_text())
-        return window(SimpleNamespace(config=SimpleNamespace(**config)))
-
-    def open(self, batches, p) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def provenance(self) -> dict:
         return {"engine": "ray.data.llm", "replicas": self.ex.actors, "gpus_per_replica": self.ex.gpus_per_actor}
