@@ -194,3 +194,23 @@ def test_run_config_engine_section_is_checked_and_outside_the_config_hash():
     assert ray_cfg.sha256 == plain.sha256  # where the work runs does not change what a run computes
     with pytest.raises(CurateError, match=r"\[engine\] kind must be one of 'local', 'ray'"):
         parse({"data": {"sources": ["demo"]}, "engine": {"kind": "spark"}})
+
+
+def test_a_rerun_that_only_recovers_staged_shards_still_records_them(base_ws, tmp_path):
+    """Every shard of a killed run was staged before the kill: the rerun has nothing to compute (no Ray is even
+    started) and commits them, and its manifest says so."""
+    done, ws = copy_ws(base_ws, tmp_path, "done"), copy_ws(base_ws, tmp_path, "staged")
+    a = embed(done, "default", backend="torch")
+    rows = query(done.root, "select text_hash, model_id, vector from embeddings order by text_hash")
+    import polars as pl
+
+    frame = pl.DataFrame({"text_hash": [r[0] for r in rows], "model_id": [r[1] for r in rows],
+                          "vector": pl.Series([list(r[2]) for r in rows], dtype=pl.Array(pl.Float32, 384))})
+    staging = Staging.of(ws, "embed", a.model_id)
+    for i, part in enumerate((frame.head(200), frame.tail(120))):
+        staging.write(f"s-killed-{i}", part, {"node": "killed-run", "backend": "torch"})
+    r = embed(ws, "default", backend="torch", engine=RAY)
+    assert (r.recovered, r.embedded) == (320, 0)
+    m = manifest(ws, "embed")
+    assert m["counts"]["recovered_from_staging"] == 320 and m["engine"]["kind"] == "local"
+    assert vectors(ws) == vectors(done) and staging.done() == []
