@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CurateError
-from .faults import guard
+from .faults import folder_bytes, guard
 from .tables import TABLES
 
 if TYPE_CHECKING:
@@ -30,13 +30,7 @@ class TableWriter:
 
     def _guard(self):
         """A full or read-only disk under this file: one line naming it (curate.faults), whichever call hits it."""
-        return guard(self.path, written=self._written, step=self.step)
-
-    def _written(self) -> int | None:
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return None
+        return guard(self.path, written=lambda: folder_bytes(self.path), step=self.step)
 
     def write(self, df: "pl.DataFrame") -> None:
         if df.height == 0:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from .atomic import remove, stale_temps, write_text
 from .errors import CurateError, WorkspaceBusy, WorkspaceNotWritable
-from .faults import StorageError, guard, storage_errno
+from .faults import StorageError, folder_bytes, guard, storage_errno
 from .integrity import file_record
 from .tablefiles import TableWriter, conform
 from .tables import TABLES, empty_select
@@ -396,7 +396,7 @@ class Transaction:
             return None
         df = conform(df, table)
         tmp, final = self.new_path(table, key)
-        with guard(final, needed=df.estimated_size, written=lambda: _size(tmp), step=self.command):
+        with guard(final, needed=df.estimated_size, written=lambda: folder_bytes(tmp), step=self.command):
             df.write_parquet(tmp, compression="zstd", statistics=True)
             os.replace(tmp, final)
         self.stage(table, final)
@@ -412,7 +412,7 @@ class Transaction:
         cols = ", ".join(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in spec.columns)
         tmp, final = self.new_path(table, key)
         target = str(tmp).replace("'", "''")
-        with guard(final, written=lambda: _size(tmp), step=self.command):
+        with guard(final, written=lambda: folder_bytes(tmp), step=self.command):
             con.execute(f"COPY (SELECT {cols} FROM ({sql})) TO '{target}' (FORMAT parquet, COMPRESSION zstd)",
                         params or {})
             os.replace(tmp, final)
@@ -429,7 +429,7 @@ class Transaction:
         finally:
             w.close()
         if w.rows:
-            with guard(final, written=lambda: _size(tmp), step=self.command):
+            with guard(final, written=lambda: folder_bytes(tmp), step=self.command):
                 os.replace(tmp, final)
             self.stage(table, final)
         else:
@@ -471,13 +471,6 @@ class Transaction:
     def abort(self) -> None:
         for path in self.staged:
             path.unlink(missing_ok=True)
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
 
 
 def query_frame(con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None) -> "pl.DataFrame":
