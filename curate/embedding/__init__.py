@@ -138,7 +138,6 @@ def embed(
                 return
             if not ref.identity.get("dim"):  # a Dense head: its size is known once a worker loaded the model
                 ref.identity["dim"] = keep["vector"].dtype.size
-            if not res.shards:
                 _check_dim(ws, ref)
             with ws.transaction("curate embed") as tx:  # one commit per shard: an interrupt loses one shard at most
                 if not res.shards:
