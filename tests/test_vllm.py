@@ -70,7 +70,10 @@ def policy(vllm_python, session_cache):
 def server(vllm_python, policy):
     from curate.vllm_server import VllmServer
 
-    with VllmServer.start(policy.folder, policy.model_id, python=vllm_python, status=print) as s:
+    # float32: vLLM's CPU build in bfloat16 gave one batch of the same seed and the same prompts other text after a
+    # kill and resume (twice in five runs here, always the same batch; not from overlapping requests or the prefix
+    # cache, both ruled out), so the exact-text checks run where rounding does not flip a sampled token
+    with VllmServer.start(policy.folder, policy.model_id, python=vllm_python, dtype="float32", status=print) as s:
         yield s
 
 
@@ -167,7 +170,7 @@ def test_auto_starts_its_own_vllm_and_stops_it(vws, server, vllm_python, session
     """`--backend auto` with a vLLM python found: curate starts the server, generates what the shared server
     generates for the same seed and batch plan, records how it ran, and stops the server."""
     p = _cli("generate", "-w", str(vws.root), "-i", "21", "--limit", "12", "--batch-size", "4", "--max-new-tokens",
-             "24", env={"CURATE_VLLM_PYTHON": vllm_python, "CURATE_CACHE": str(session_cache)})
+             "24", "--dtype", "float32", env={"CURATE_VLLM_PYTHON": vllm_python, "CURATE_CACHE": str(session_cache)})
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
     assert "starting vLLM" in out
